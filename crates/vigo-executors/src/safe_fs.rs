@@ -1,0 +1,365 @@
+//! Safe filesystem access for a root process writing where others may have a say.
+//!
+//! Everything here works relative to open directory handles: `openat` with
+//! `O_NOFOLLOW`, `fstatat` without following links, `fchown`/`fchmod` on the open
+//! file, a temp file created with `O_EXCL` and `renameat` in the same directory.
+//! A symlink or a swapped directory can therefore never redirect a write.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
+
+/// Why a safe filesystem operation refused or failed. Every variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum SafeFsError {
+    #[error("{path}: {errno}")]
+    Sys { path: PathBuf, errno: Errno },
+    #[error("{path}: is a symlink; refusing to follow it")]
+    Symlink { path: PathBuf },
+    #[error("{path}: not a {expected}")]
+    WrongKind { path: PathBuf, expected: &'static str },
+    #[error("{path}: owned by uid {uid}, expected uid {expected} or root")]
+    Owner { path: PathBuf, uid: u32, expected: u32 },
+    #[error("{path}: is writable by group or others")]
+    Writable { path: PathBuf },
+    #[error("{path}: not an absolute, normal path")]
+    BadPath { path: PathBuf },
+    #[error("{name:?}: not a plain file name")]
+    BadName { name: String },
+    #[error("{path}: larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+type Result<T> = std::result::Result<T, SafeFsError>;
+
+fn sys(path: &Path) -> impl FnOnce(Errno) -> SafeFsError + '_ {
+    move |errno| SafeFsError::Sys { path: path.to_path_buf(), errno }
+}
+
+/// What kind of object a name is, without following a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// Metadata of a name in a directory, read without following links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub size: u64,
+    pub nlink: u64,
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+impl Meta {
+    fn from_stat(st: &FileStat) -> Self {
+        let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        let kind = if fmt == SFlag::S_IFREG {
+            Kind::File
+        } else if fmt == SFlag::S_IFDIR {
+            Kind::Dir
+        } else if fmt == SFlag::S_IFLNK {
+            Kind::Symlink
+        } else {
+            Kind::Other
+        };
+        Meta {
+            kind,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            nlink: st.st_nlink,
+            ino: st.st_ino,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+        }
+    }
+}
+
+/// Checks that `name` is one plain path component: not empty, no `/`, no NUL, not `.`/`..`, ≤ 255 bytes.
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\0')
+        || name.len() > 255;
+    if bad { Err(SafeFsError::BadName { name: name.to_string() }) } else { Ok(()) }
+}
+
+/// Splits an absolute path into its parent directory and final name.
+pub fn split(path: &Path) -> Result<(PathBuf, String)> {
+    let bad = || SafeFsError::BadPath { path: path.to_path_buf() };
+    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return Err(bad());
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
+    let parent = path.parent().ok_or_else(bad)?;
+    Ok((parent.to_path_buf(), name.to_string()))
+}
+
+/// Opens a directory the administrator controls (symlinks in its path are followed,
+/// as they are part of the system's layout).
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys(path))
+}
+
+/// Opens `name` inside `dir` as a directory, refusing a symlink.
+pub fn open_subdir(dir: impl AsFd, name: &str, shown: &Path) -> Result<OwnedFd> {
+    check_name(name)?;
+    let dir = dir.as_fd();
+    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ELOOP) => Err(SafeFsError::Symlink { path: shown.to_path_buf() }),
+        Err(Errno::ENOTDIR) => match stat_at(dir, name, shown)? {
+            Some(Meta { kind: Kind::Symlink, .. }) => Err(SafeFsError::Symlink { path: shown.to_path_buf() }),
+            _ => Err(SafeFsError::WrongKind { path: shown.to_path_buf(), expected: "directory" }),
+        },
+        Err(e) => Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    }
+}
+
+/// Opens a directory below `base` (e.g. a home directory) one component at a time,
+/// refusing symlinks and any directory not owned by `owner` or root, or writable by others.
+pub fn open_tree(base: &Path, rel: &[&str], owner: u32) -> Result<OwnedFd> {
+    let mut fd = open_dir(base)?;
+    check_owned(&fd, base, owner)?;
+    let mut shown = base.to_path_buf();
+    for comp in rel {
+        shown.push(comp);
+        fd = open_subdir(&fd, comp, &shown)?;
+        check_owned(&fd, &shown, owner)?;
+    }
+    Ok(fd)
+}
+
+fn check_owned(fd: &OwnedFd, path: &Path, owner: u32) -> Result<()> {
+    let st = fstat(fd).map_err(sys(path))?;
+    if st.st_uid != owner && st.st_uid != 0 {
+        return Err(SafeFsError::Owner { path: path.to_path_buf(), uid: st.st_uid, expected: owner });
+    }
+    if st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0 {
+        return Err(SafeFsError::Writable { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// Metadata of `name` in `dir`, without following a symlink; `None` when absent.
+pub fn stat_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<Option<Meta>> {
+    check_name(name)?;
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(Meta::from_stat(&st))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    }
+}
+
+/// Reads a regular file `name` in `dir` without following a symlink; `None` when absent.
+/// Refuses FIFOs, devices and directories (they could block or mislead), and files over `limit`.
+pub fn read_at(dir: impl AsFd, name: &str, shown: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    check_name(name)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(SafeFsError::Symlink { path: shown.to_path_buf() }),
+        Err(e) => return Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    };
+    let st = fstat(&fd).map_err(sys(shown))?;
+    if Meta::from_stat(&st).kind != Kind::File {
+        return Err(SafeFsError::WrongKind { path: shown.to_path_buf(), expected: "regular file" });
+    }
+    if u64::try_from(st.st_size).unwrap_or(u64::MAX) > limit {
+        return Err(SafeFsError::TooLarge { path: shown.to_path_buf(), limit });
+    }
+    let mut buf = Vec::new();
+    File::from(fd)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| SafeFsError::Io { path: shown.to_path_buf(), source })?;
+    if buf.len() as u64 > limit {
+        return Err(SafeFsError::TooLarge { path: shown.to_path_buf(), limit });
+    }
+    Ok(Some(buf))
+}
+
+/// Ownership and permissions for a file written by [`write_at`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attrs {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Permission bits; `None` keeps 0644 for new files.
+    pub mode: Option<u32>,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Atomically replaces (or creates) `name` in `dir` with `bytes`: a temp file made with
+/// `O_EXCL|O_NOFOLLOW` in the same directory, owner and mode set on the open file,
+/// fsync'd, then `renameat` over the name and the directory fsync'd.
+pub fn write_at(dir: impl AsFd, name: &str, bytes: &[u8], attrs: Attrs, shown: &Path) -> Result<()> {
+    write_with(dir, name, attrs, shown, |f| f.write_all(bytes))
+}
+
+/// Like [`write_at`], with the content produced by `fill` writing into the temp file.
+pub fn write_with(
+    dir: impl AsFd,
+    name: &str,
+    attrs: Attrs,
+    shown: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    check_name(name)?;
+    let dir = dir.as_fd();
+    let tmp = format!(".{}.vigo-{}-{}", truncate(name, 200), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600)).map_err(sys(shown))?;
+    let result = (|| {
+        let mut file = File::from(fd);
+        fill(&mut file).map_err(|source| SafeFsError::Io { path: shown.to_path_buf(), source })?;
+        if attrs.uid.is_some() || attrs.gid.is_some() {
+            fchown(&file, attrs.uid.map(Uid::from_raw), attrs.gid.map(Gid::from_raw)).map_err(sys(shown))?;
+        }
+        fchmod(&file, Mode::from_bits_truncate(attrs.mode.unwrap_or(0o644))).map_err(sys(shown))?;
+        fsync(&file).map_err(sys(shown))?;
+        renameat(dir, tmp.as_str(), dir, name).map_err(sys(shown))?;
+        fsync(dir).map_err(sys(shown))
+    })();
+    if result.is_err() {
+        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Removes the non-directory `name` from `dir` (a symlink is removed, never followed).
+pub fn remove_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<()> {
+    check_name(name)?;
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    }
+}
+
+/// Creates directory `name` in `dir` with `mode` (not following a symlink at the name).
+pub fn mkdir_at(dir: impl AsFd, name: &str, mode: u32, shown: &Path) -> Result<()> {
+    check_name(name)?;
+    mkdirat(dir, name, Mode::from_bits_truncate(mode)).map_err(sys(shown))
+}
+
+/// Opens `name` in `dir` for metadata changes, refusing a symlink; the handle is then
+/// used with `fchown`/`fchmod`, so a swap after the open cannot redirect the change.
+pub fn open_for_attrs(dir: impl AsFd, name: &str, shown: &Path) -> Result<OwnedFd> {
+    check_name(name)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ELOOP) => Err(SafeFsError::Symlink { path: shown.to_path_buf() }),
+        Err(e) => Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    }
+}
+
+/// Sets owner and mode on an open handle (only the parts given).
+pub fn set_attrs(fd: impl AsFd, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>, shown: &Path) -> Result<()> {
+    let fd = fd.as_fd();
+    if uid.is_some() || gid.is_some() {
+        fchown(fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw)).map_err(sys(shown))?;
+    }
+    if let Some(mode) = mode {
+        fchmod(fd, Mode::from_bits_truncate(mode)).map_err(sys(shown))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt};
+
+    #[test]
+    fn write_replaces_atomically_with_attrs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = open_dir(tmp.path()).expect("open");
+        let shown = tmp.path().join("f");
+        write_at(&dir, "f", b"one", Attrs { mode: Some(0o600), ..Attrs::default() }, &shown).expect("write");
+        assert_eq!(std::fs::read(&shown).expect("read"), b"one");
+        assert_eq!(std::fs::metadata(&shown).expect("meta").mode() & 0o7777, 0o600);
+        write_at(&dir, "f", b"two", Attrs::default(), &shown).expect("rewrite");
+        assert_eq!(std::fs::read(&shown).expect("read"), b"two");
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("ls").collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn write_over_symlink_replaces_the_link_not_its_target() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        symlink(&victim, tmp.path().join("f")).expect("symlink");
+        let dir = open_dir(tmp.path()).expect("open");
+        write_at(&dir, "f", b"new", Attrs::default(), &tmp.path().join("f")).expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        assert!(!std::fs::symlink_metadata(tmp.path().join("f")).expect("meta").file_type().is_symlink());
+    }
+
+    #[test]
+    fn read_refuses_symlinks_and_fifos() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("real"), "x").expect("real");
+        symlink(tmp.path().join("real"), tmp.path().join("link")).expect("symlink");
+        nix::unistd::mkfifo(&tmp.path().join("fifo"), Mode::from_bits_truncate(0o600)).expect("fifo");
+        let dir = open_dir(tmp.path()).expect("open");
+        assert!(matches!(read_at(&dir, "link", Path::new("link"), 10), Err(SafeFsError::Symlink { .. })));
+        assert!(matches!(read_at(&dir, "fifo", Path::new("fifo"), 10), Err(SafeFsError::WrongKind { .. })));
+        assert_eq!(read_at(&dir, "real", Path::new("real"), 10).expect("read"), Some(b"x".to_vec()));
+        assert_eq!(read_at(&dir, "absent", Path::new("absent"), 10).expect("read"), None);
+        assert!(matches!(read_at(&dir, "real", Path::new("real"), 0), Err(SafeFsError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn open_tree_refuses_symlinked_components() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(tmp.path().join("real")).expect("dir");
+        symlink(tmp.path().join("real"), tmp.path().join("link")).expect("symlink");
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(open_tree(tmp.path(), &["real"], me).is_ok());
+        assert!(matches!(open_tree(tmp.path(), &["link"], me), Err(SafeFsError::Symlink { .. })));
+    }
+
+    #[test]
+    fn names_are_single_components() {
+        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_name("ok.txt").is_ok());
+    }
+}

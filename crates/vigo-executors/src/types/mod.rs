@@ -1,0 +1,1 @@
+//! Resource types, one file each; registered in `crate::registry`.
