@@ -5,6 +5,8 @@
 //! alphabetically, in one place. [`safe_fs`] is the only way an executor writes
 //! into a directory it does not fully trust.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod executor;
 pub mod registry;
 pub mod safe_fs;

@@ -1,0 +1,56 @@
+//! The conformance harness every executor's tests run through.
+//!
+//! One case = an initial host state and a spec. The harness checks in no-op mode
+//! (nothing may change), checks again in enforce mode (the same changes must be
+//! predicted), applies, verifies, and checks a third time (a second run must find
+//! nothing to do).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::executor::{Check, Ctx, Drift, Executor, Mode};
+
+/// Templates, traits and vars for a test run.
+#[derive(Default)]
+pub struct World {
+    pub traits: Value,
+    pub vars: Value,
+    pub templates: BTreeMap<String, String>,
+}
+
+impl World {
+    pub fn ctx(&self, mode: Mode) -> Ctx<'_> {
+        Ctx { mode, traits: &self.traits, vars: &self.vars, templates: &self.templates }
+    }
+}
+
+/// Parses a spec from YAML (type-specific fields only).
+pub fn spec<E: Executor>(yaml: &str) -> E::Spec {
+    let value: Value = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{}: bad test YAML: {e}", E::NAME));
+    crate::executor::parse_spec(&value).unwrap_or_else(|e| panic!("{}: spec rejected: {e:?}", E::NAME))
+}
+
+/// Runs one conformance case and returns the drift that was predicted and repaired
+/// (`None` when the host was already in sync). `snapshot` describes the host state
+/// the executor may touch; it must not change in no-op mode.
+pub fn converge<E: Executor>(world: &World, spec: &E::Spec, snapshot: impl Fn() -> String) -> Option<Drift> {
+    let before = snapshot();
+    let predicted = E::check(spec, &world.ctx(Mode::NoOp)).unwrap_or_else(|e| panic!("{}: noop check: {e}", E::NAME));
+    assert_eq!(snapshot(), before, "{}: a no-op check changed the host", E::NAME);
+    let enforce = world.ctx(Mode::Enforce);
+    let check = E::check(spec, &enforce).unwrap_or_else(|e| panic!("{}: check: {e}", E::NAME));
+    assert_eq!(check, predicted, "{}: noop and enforce predicted different changes", E::NAME);
+    let Check::Drift(drift) = check else { return None };
+    let applied = E::apply(spec, &drift, &enforce).unwrap_or_else(|e| panic!("{}: apply: {e}", E::NAME));
+    let verified = E::verify(spec, &applied, &enforce).unwrap_or_else(|e| panic!("{}: verify: {e}", E::NAME));
+    assert_eq!(verified, Check::InSync, "{}: still drifting after apply", E::NAME);
+    let again = E::check(spec, &enforce).unwrap_or_else(|e| panic!("{}: second check: {e}", E::NAME));
+    assert_eq!(again, Check::InSync, "{}: a second run would change something", E::NAME);
+    Some(drift)
+}
+
+/// The attributes a drift changes, for compact assertions (`["content", "mode"]`).
+pub fn attributes(drift: &Option<Drift>) -> Vec<String> {
+    drift.iter().flat_map(|d| d.changes.iter().map(|c| c.attribute.clone())).collect()
+}
