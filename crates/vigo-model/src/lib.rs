@@ -6,9 +6,11 @@
 pub mod catalog;
 pub mod config;
 pub mod diag;
+pub mod guard;
 pub mod plan;
 pub mod raw;
 pub mod secret;
+pub mod source;
 pub mod template;
 pub mod validate;
 pub mod when;
