@@ -1,1 +1,10 @@
-//! vigo-agent
+//! The Vigo agent: the convergence runner and the local verbs of `vigo`.
+//!
+//! `runner` walks a validated plan; `report` is the data a run produces;
+//! `output` renders reports for people; `cli/` has one file per subcommand.
+
+pub mod cli;
+pub mod load;
+pub mod output;
+pub mod report;
+pub mod runner;

@@ -5,6 +5,7 @@
 //! alphabetically, in one place. [`safe_fs`] is the only way an executor writes
 //! into a directory it does not fully trust.
 
+pub mod accounts;
 #[cfg(test)]
 pub mod conformance;
 pub mod executor;

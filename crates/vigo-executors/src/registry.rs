@@ -61,6 +61,13 @@ impl Registry {
         Self {
             types: vec![
                 // Keep this list alphabetical: one line per file in `types/`.
+                entry::<types::directory::Directory>(),
+                entry::<types::file::File>(),
+                entry::<types::file_line::FileLine>(),
+                entry::<types::host::Host>(),
+                entry::<types::json_file::JsonFile>(),
+                entry::<types::replace::Replace>(),
+                entry::<types::symlink::Symlink>(),
             ],
         }
     }

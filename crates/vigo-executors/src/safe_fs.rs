@@ -35,6 +35,10 @@ pub enum SafeFsError {
     BadName { name: String },
     #[error("{path}: larger than {limit} bytes")]
     TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path}: more than {limit} directory levels deep")]
+    TooDeep { path: PathBuf, limit: usize },
+    #[error("{path}: entry name is not UTF-8")]
+    NotUtf8 { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -176,6 +180,13 @@ pub fn stat_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<Option<Meta>>
 /// Reads a regular file `name` in `dir` without following a symlink; `None` when absent.
 /// Refuses FIFOs, devices and directories (they could block or mislead), and files over `limit`.
 pub fn read_at(dir: impl AsFd, name: &str, shown: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    Ok(read_with_meta(dir, name, shown, limit)?.map(|(bytes, _)| bytes))
+}
+
+/// Like [`read_at`], with the metadata of the very file that was read (taken from the open
+/// handle, so a swap between a `stat` and the read cannot mislead the caller, e.g. about
+/// `nlink` when refusing hard links into a user's directory).
+pub fn read_with_meta(dir: impl AsFd, name: &str, shown: &Path, limit: u64) -> Result<Option<(Vec<u8>, Meta)>> {
     check_name(name)?;
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let fd = match openat(dir, name, flags, Mode::empty()) {
@@ -185,7 +196,8 @@ pub fn read_at(dir: impl AsFd, name: &str, shown: &Path, limit: u64) -> Result<O
         Err(e) => return Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
     };
     let st = fstat(&fd).map_err(sys(shown))?;
-    if Meta::from_stat(&st).kind != Kind::File {
+    let meta = Meta::from_stat(&st);
+    if meta.kind != Kind::File {
         return Err(SafeFsError::WrongKind { path: shown.to_path_buf(), expected: "regular file" });
     }
     if u64::try_from(st.st_size).unwrap_or(u64::MAX) > limit {
@@ -199,7 +211,7 @@ pub fn read_at(dir: impl AsFd, name: &str, shown: &Path, limit: u64) -> Result<O
     if buf.len() as u64 > limit {
         return Err(SafeFsError::TooLarge { path: shown.to_path_buf(), limit });
     }
-    Ok(Some(buf))
+    Ok(Some((buf, meta)))
 }
 
 /// Ownership and permissions for a file written by [`write_at`].
@@ -288,6 +300,11 @@ pub fn open_for_attrs(dir: impl AsFd, name: &str, shown: &Path) -> Result<OwnedF
     }
 }
 
+/// Metadata of an open handle.
+pub fn meta_of(fd: impl AsFd, shown: &Path) -> Result<Meta> {
+    fstat(fd).map(|st| Meta::from_stat(&st)).map_err(sys(shown))
+}
+
 /// Sets owner and mode on an open handle (only the parts given).
 pub fn set_attrs(fd: impl AsFd, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>, shown: &Path) -> Result<()> {
     let fd = fd.as_fd();
@@ -298,6 +315,96 @@ pub fn set_attrs(fd: impl AsFd, uid: Option<u32>, gid: Option<u32>, mode: Option
         fchmod(fd, Mode::from_bits_truncate(mode)).map_err(sys(shown))?;
     }
     Ok(())
+}
+
+/// The names in the open directory `dir`, sorted, without `.` and `..`.
+pub fn list_at(dir: impl AsFd, shown: &Path) -> Result<Vec<String>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    // A fresh handle of its own, so reading does not move the caller's offset.
+    let mut listing = nix::dir::Dir::openat(dir, ".", flags, Mode::empty()).map_err(sys(shown))?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(sys(shown))?;
+        let name = entry.file_name().to_str().map_err(|_| SafeFsError::NotUtf8 { path: shown.to_path_buf() })?;
+        if name != "." && name != ".." {
+            names.push(name.to_string());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// Removes the empty directory `name` from `dir`.
+pub fn rmdir_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<()> {
+    check_name(name)?;
+    match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    }
+}
+
+/// Deepest tree [`remove_tree_at`] descends into (each level holds a directory handle).
+pub const MAX_TREE_DEPTH: usize = 256;
+
+/// Removes `name` from `dir` and, when it is a directory, everything below it.
+/// A symlink anywhere in the tree is removed itself, never followed.
+pub fn remove_tree_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<()> {
+    remove_tree_below(dir.as_fd(), name, shown, 0)
+}
+
+fn remove_tree_below(dir: std::os::fd::BorrowedFd<'_>, name: &str, shown: &Path, depth: usize) -> Result<()> {
+    match stat_at(dir, name, shown)? {
+        None => return Ok(()),
+        Some(meta) if meta.kind != Kind::Dir => return remove_at(dir, name, shown),
+        Some(_) => {}
+    }
+    if depth >= MAX_TREE_DEPTH {
+        return Err(SafeFsError::TooDeep { path: shown.to_path_buf(), limit: MAX_TREE_DEPTH });
+    }
+    let sub = open_subdir(dir, name, shown)?;
+    for child in list_at(&sub, shown)? {
+        remove_tree_below(sub.as_fd(), &child, &shown.join(&child), depth + 1)?;
+    }
+    rmdir_at(dir, name, shown)
+}
+
+/// The target of the symlink `name` in `dir`; `None` when absent.
+pub fn read_link_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<Option<PathBuf>> {
+    check_name(name)?;
+    match nix::fcntl::readlinkat(dir, name) {
+        Ok(target) => Ok(Some(PathBuf::from(target))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::EINVAL) => Err(SafeFsError::WrongKind { path: shown.to_path_buf(), expected: "symlink" }),
+        Err(e) => Err(SafeFsError::Sys { path: shown.to_path_buf(), errno: e }),
+    }
+}
+
+/// Atomically makes `name` in `dir` a symlink to `target`: the link is created under a
+/// temp name and renamed over `name`, replacing a file or link; a directory is refused
+/// by the kernel (`EISDIR`). Owner is set on the new link when given.
+pub fn symlink_at(dir: impl AsFd, name: &str, target: &Path, owner: (Option<u32>, Option<u32>), shown: &Path) -> Result<()> {
+    check_name(name)?;
+    let dir = dir.as_fd();
+    let tmp = format!(".{}.vigo-{}-{}", truncate(name, 200), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
+    nix::unistd::symlinkat(target, dir, tmp.as_str()).map_err(sys(shown))?;
+    let result = (|| {
+        if owner.0.is_some() || owner.1.is_some() {
+            lchown_at(dir, &tmp, owner.0, owner.1, shown)?;
+        }
+        renameat(dir, tmp.as_str(), dir, name).map_err(sys(shown))?;
+        fsync(dir).map_err(sys(shown))
+    })();
+    if result.is_err() {
+        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
+}
+
+/// Changes the owner of `name` itself; a symlink is changed, not followed.
+pub fn lchown_at(dir: impl AsFd, name: &str, uid: Option<u32>, gid: Option<u32>, shown: &Path) -> Result<()> {
+    check_name(name)?;
+    nix::unistd::fchownat(dir, name, uid.map(Uid::from_raw), gid.map(Gid::from_raw), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(sys(shown))
 }
 
 #[cfg(test)]
@@ -353,6 +460,63 @@ mod tests {
         let me = nix::unistd::geteuid().as_raw();
         assert!(open_tree(tmp.path(), &["real"], me).is_ok());
         assert!(matches!(open_tree(tmp.path(), &["link"], me), Err(SafeFsError::Symlink { .. })));
+    }
+
+    #[test]
+    fn list_and_remove_tree_never_follow_links() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        std::fs::write(outside.join("keep"), "keep").expect("keep");
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).expect("tree");
+        std::fs::write(tree.join("a/b/f"), "x").expect("f");
+        symlink(&outside, tree.join("a/link")).expect("link");
+        let dir = open_dir(tmp.path()).expect("open");
+        let sub = open_subdir(&dir, "tree", &tree).expect("sub");
+        assert_eq!(list_at(&sub, &tree).expect("list"), ["a"]);
+        let a = open_subdir(&sub, "a", &tree.join("a")).expect("a");
+        assert_eq!(list_at(&a, &tree.join("a")).expect("list"), ["b", "link"]);
+        assert!(matches!(rmdir_at(&dir, "tree", &tree), Err(SafeFsError::Sys { errno: Errno::ENOTEMPTY, .. })));
+        remove_tree_at(&dir, "tree", &tree).expect("remove");
+        assert!(!tree.exists());
+        assert_eq!(std::fs::read_to_string(outside.join("keep")).expect("kept"), "keep");
+        remove_tree_at(&dir, "tree", &tree).expect("removing an absent tree is fine");
+    }
+
+    #[test]
+    fn symlink_at_replaces_files_and_links_but_not_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = open_dir(tmp.path()).expect("open");
+        let link = tmp.path().join("l");
+        std::fs::write(&link, "file").expect("file");
+        symlink_at(&dir, "l", Path::new("/one"), (None, Some(65534)), &link).expect("over a file");
+        assert_eq!(read_link_at(&dir, "l", &link).expect("read"), Some(PathBuf::from("/one")));
+        assert_eq!(std::fs::symlink_metadata(&link).expect("meta").gid(), 65534);
+        symlink_at(&dir, "l", Path::new("two"), (None, None), &link).expect("over a link");
+        assert_eq!(read_link_at(&dir, "l", &link).expect("read"), Some(PathBuf::from("two")));
+        lchown_at(&dir, "l", Some(65534), None, &link).expect("lchown");
+        assert_eq!(std::fs::symlink_metadata(&link).expect("meta").uid(), 65534);
+        std::fs::create_dir(tmp.path().join("d")).expect("dir");
+        let fd = open_for_attrs(&dir, "d", Path::new("d")).expect("open dir");
+        assert_eq!(meta_of(&fd, Path::new("d")).expect("fstat").kind, Kind::Dir);
+        assert!(symlink_at(&dir, "d", Path::new("/x"), (None, None), &tmp.path().join("d")).is_err());
+        assert!(tmp.path().join("d").is_dir());
+        assert_eq!(read_link_at(&dir, "absent", Path::new("absent")).expect("read"), None);
+        assert!(matches!(read_link_at(&dir, "d", Path::new("d")), Err(SafeFsError::WrongKind { .. })));
+        assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 2, "no temp links left behind");
+    }
+
+    #[test]
+    fn read_with_meta_describes_the_file_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("f"), "abc").expect("f");
+        std::fs::hard_link(tmp.path().join("f"), tmp.path().join("g")).expect("link");
+        let dir = open_dir(tmp.path()).expect("open");
+        let (bytes, meta) = read_with_meta(&dir, "f", Path::new("f"), 10).expect("read").expect("present");
+        assert_eq!(bytes, b"abc");
+        assert_eq!((meta.kind, meta.size, meta.nlink), (Kind::File, 3, 2));
+        assert_eq!(read_with_meta(&dir, "absent", Path::new("absent"), 10).expect("read"), None);
     }
 
     #[test]

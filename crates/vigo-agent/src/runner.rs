@@ -1,0 +1,142 @@
+//! The convergence runner: walks the plan, and for each resource evaluates its
+//! condition, checks, applies on drift and verifies.
+//!
+//! A resource whose dependency failed (or was skipped because of a failure) is
+//! skipped with the reason. A `when: "changed"` handler sees `changed` true when
+//! any resource notifying it changed earlier in this run; the plan puts handlers
+//! after all their notifiers, so a handler runs at most once per run. In no-op
+//! mode "changed" means "would change", so a dry run predicts handlers too.
+
+use std::time::Instant;
+
+use serde_json::Value;
+use vigo_executors::{Check, Ctx, Mode, Registry};
+use vigo_model::when::{Condition, WhenEnv};
+use vigo_model::{Config, Plan, Resource};
+
+use crate::report::{Report, ResourceReport, Status};
+
+/// Everything a run needs besides the configuration.
+pub struct Runner<'a> {
+    pub registry: &'a Registry,
+    pub traits: &'a Value,
+    pub mode: Mode,
+}
+
+impl Runner<'_> {
+    /// Converges `config` in `plan` order and reports every resource.
+    pub fn run(&self, config: &Config, plan: &Plan) -> Report {
+        let started = Instant::now();
+        let resources: Vec<&Resource> = config.resources().collect();
+        let vars: Vec<&Value> = config.modules.iter().flat_map(|m| m.resources.iter().map(move |_| &m.vars)).collect();
+        let mut reports: Vec<Option<ResourceReport>> = vec![None; resources.len()];
+        for &i in &plan.order {
+            let report = self.one(config, plan, &resources, vars[i], i, &reports);
+            reports[i] = Some(report);
+        }
+        let ordered: Vec<ResourceReport> = plan.order.iter().filter_map(|&i| reports[i].take()).collect();
+        Report::new(self.mode, ordered, millis(started))
+    }
+
+    fn one(
+        &self,
+        config: &Config,
+        plan: &Plan,
+        resources: &[&Resource],
+        vars: &Value,
+        i: usize,
+        done: &[Option<ResourceReport>],
+    ) -> ResourceReport {
+        let started = Instant::now();
+        let res = resources[i];
+        let mut report = ResourceReport {
+            module: res.module.clone(),
+            name: res.name.clone(),
+            type_name: res.type_name.clone(),
+            status: Status::Unchanged,
+            changes: Vec::new(),
+            diff: None,
+            error: None,
+            reason: None,
+            output: None,
+            duration_ms: 0,
+        };
+        let finish = |mut r: ResourceReport| {
+            r.duration_ms = millis(started);
+            r
+        };
+        if let Some(dep) = plan.depends[i].iter().find(|&&d| blocked(done[d].as_ref())) {
+            report.status = Status::Skipped;
+            report.reason = Some(format!("dependency `{}` failed", resources[*dep].id()));
+            return finish(report);
+        }
+        if let Some(src) = &res.when {
+            let changed = plan.notified_by[i]
+                .iter()
+                .any(|&n| done[n].as_ref().is_some_and(|r| r.status == Status::Changed));
+            match Condition::compile(src).and_then(|c| c.eval(WhenEnv { traits: self.traits, changed })) {
+                Ok(true) => {}
+                Ok(false) => {
+                    report.status = Status::Skipped;
+                    report.reason = Some(if src.trim() == "changed" {
+                        "not notified: nothing that notifies it changed".to_string()
+                    } else {
+                        format!("condition `{src}` is false")
+                    });
+                    return finish(report);
+                }
+                Err(e) => return finish(fail(report, format!("when: {e}"))),
+            }
+        }
+        let Some(kind) = self.registry.get(&res.type_name) else {
+            return finish(fail(report, format!("unknown resource type `{}`", res.type_name)));
+        };
+        let prepared = match kind.prepare(&Value::Object(res.fields.clone())) {
+            Ok(p) => p,
+            Err(e) => return finish(fail(report, e.message)),
+        };
+        let ctx = Ctx { mode: self.mode, traits: self.traits, vars, templates: &config.templates };
+        let drift = match prepared.check(&ctx) {
+            Ok(Check::InSync) => return finish(report),
+            Ok(Check::Drift(d)) => d,
+            Err(e) => return finish(fail(report, format!("check: {e}"))),
+        };
+        report.changes = drift.changes.clone();
+        report.diff = drift.diff.clone();
+        report.status = Status::Changed;
+        if self.mode == Mode::NoOp {
+            return finish(report);
+        }
+        let applied = match prepared.apply(&drift, &ctx) {
+            Ok(a) => a,
+            Err(e) => return finish(fail(report, e.to_string())),
+        };
+        report.output = applied.output.clone();
+        match prepared.verify(&applied, &ctx) {
+            Ok(Check::InSync) => finish(report),
+            Ok(Check::Drift(left)) => {
+                let what: Vec<&str> = left.changes.iter().map(|c| c.attribute.as_str()).collect();
+                finish(fail(report, format!("still drifting after apply: {}", what.join(", "))))
+            }
+            Err(e) => finish(fail(report, format!("verify: {e}"))),
+        }
+    }
+}
+
+fn fail(mut report: ResourceReport, error: String) -> ResourceReport {
+    report.status = Status::Failed;
+    report.error = Some(error);
+    report
+}
+
+/// A dependency blocks its dependents when it failed, or was itself skipped because of a failure.
+fn blocked(dep: Option<&ResourceReport>) -> bool {
+    dep.is_some_and(|r| {
+        r.status == Status::Failed
+            || (r.status == Status::Skipped && r.reason.as_deref().is_some_and(|w| w.starts_with("dependency")))
+    })
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
