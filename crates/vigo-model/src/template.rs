@@ -51,23 +51,20 @@ const FUNCTIONS: &[&str] = &[
 /// the mistake surfaces at validation, not as a half-written file.
 fn check_structure(source: &str) -> Result<(), String> {
     check_blocks(source)?;
-    let (tree, defines) = gotmpl::parse::Parser::new(source, "{{", "}}").and_then(|p| p.parse()).map_err(|e| e.to_string())?;
-    let mut problems = Vec::new();
+    let (tree, defines) =
+        gotmpl::parse::Parser::new(source, "{{", "}}").and_then(|p| p.parse()).map_err(|e| e.to_string())?;
     let defined: Vec<&str> = defines.iter().map(|d| d.name.as_str()).collect();
-    let mut names = Names { source, defined: &defined, problems: &mut problems };
+    let mut names = Names { source, defined: &defined, problems: Vec::new() };
     names.list(&tree);
     defines.iter().for_each(|d| names.list(&d.body));
-    match problems.into_iter().next() {
-        Some(problem) => Err(problem),
-        None => Ok(()),
-    }
+    if names.problems.is_empty() { Ok(()) } else { Err(names.problems.join("; ")) }
 }
 
 /// Walks a parsed template and records calls to functions or templates that do not exist.
 struct Names<'a> {
     source: &'a str,
     defined: &'a [&'a str],
-    problems: &'a mut Vec<String>,
+    problems: Vec<String>,
 }
 
 impl Names<'_> {
@@ -137,14 +134,10 @@ fn check_blocks(source: &str) -> Result<(), String> {
         match keyword {
             "if" | "range" | "with" | "define" | "block" => open.push((keyword, at)),
             "end" => {
-                if open.pop().is_none() {
-                    return Err(format!("{at}: `{{{{ end }}}}` closes nothing"));
-                }
+                open.pop().ok_or_else(|| format!("{at}: `{{{{ end }}}}` closes nothing"))?;
             }
-            "else" => {
-                if !open.last().is_some_and(|(k, _)| matches!(*k, "if" | "range" | "with")) {
-                    return Err(format!("{at}: `{{{{ else }}}}` outside `if`, `range` or `with`"));
-                }
+            "else" if !open.last().is_some_and(|(k, _)| matches!(*k, "if" | "range" | "with")) => {
+                return Err(format!("{at}: `{{{{ else }}}}` outside `if`, `range` or `with`"));
             }
             _ => {}
         }
@@ -178,20 +171,23 @@ fn position(source: &str, offset: usize) -> Position {
 /// skipped, with where the action starts. Quoted strings may hold `}}`.
 fn actions(source: &str) -> impl Iterator<Item = (&str, Position)> {
     let mut rest_from = 0;
-    std::iter::from_fn(move || loop {
-        let start = rest_from + source.get(rest_from..)?.find("{{")?;
-        let body_start = start + 2;
-        let body = &source[body_start..];
-        let trimmed = strip_trim_marker(body);
-        if trimmed.starts_with("/*") {
-            let comment_end = body_start + (body.len() - trimmed.len()) + trimmed.find("*/")?;
-            rest_from = comment_end + source[comment_end..].find("}}")? + 2;
-            continue;
+    std::iter::from_fn(move || {
+        loop {
+            let start = rest_from + source.get(rest_from..)?.find("{{")?;
+            let body_start = start + 2;
+            let body = &source[body_start..];
+            let trimmed = strip_trim_marker(body);
+            if trimmed.starts_with("/*") {
+                let comment_end = body_start + (body.len() - trimmed.len()) + trimmed.find("*/")?;
+                rest_from = comment_end + source[comment_end..].find("}}")? + 2;
+                continue;
+            }
+            let len = action_len(body)?;
+            rest_from = body_start + len + 2;
+            let inner =
+                body[..len].strip_suffix('-').filter(|b| b.ends_with(char::is_whitespace)).unwrap_or(&body[..len]);
+            return Some((strip_trim_marker(inner).trim(), position(source, start)));
         }
-        let len = action_len(body)?;
-        rest_from = body_start + len + 2;
-        let inner = body[..len].strip_suffix('-').filter(|b| b.ends_with(char::is_whitespace)).unwrap_or(&body[..len]);
-        return Some((strip_trim_marker(inner).trim(), position(source, start)));
     })
 }
 
@@ -301,12 +297,18 @@ mod tests {
         let cases: Vec<(&str, Result<&str, &str>)> = vec![
             ("family={{ .traits.os.family }}", ok("family=debian")),
             ("listen {{ .vars.port }};", ok("listen 80;")),
-            ("{{ .vars.ratio }} {{ .vars.whole }} {{ .traits.cpu.count }} {{ .vars.big }}", ok("1.5 2 4 18446744073709551615")),
+            (
+                "{{ .vars.ratio }} {{ .vars.whole }} {{ .traits.cpu.count }} {{ .vars.big }}",
+                ok("1.5 2 4 18446744073709551615"),
+            ),
             ("{{ range .vars.users }}user {{ . }}\n{{ end }}", ok("user alice\nuser bob\n")),
             ("{{ range $i, $u := .vars.users }}{{ $i }}={{ $u }} {{ end }}", ok("0=alice 1=bob ")),
             ("{{ range .vars.empty }}x{{ else }}none{{ end }}", ok("none")),
             ("{{ if .vars.tls }}ssl on{{ else }}ssl off{{ end }}", ok("ssl on")),
-            ("{{ if eq .traits.os.family \"redhat\" }}rh{{ else if eq .traits.os.family \"debian\" }}deb{{ end }}", ok("deb")),
+            (
+                "{{ if eq .traits.os.family \"redhat\" }}rh{{ else if eq .traits.os.family \"debian\" }}deb{{ end }}",
+                ok("deb"),
+            ),
             ("{{ .vars.upstreams.api.host }}:{{ .vars.upstreams.api.port }}", ok("10.0.0.2:8080")),
             ("{{ range $name, $u := .vars.upstreams }}{{ $name }} {{ $u.port }}{{ end }}", ok("api 8080")),
             ("{{ with index .vars \"missing\" }}yes{{ else }}no{{ end }}", ok("no")),
@@ -357,8 +359,14 @@ mod tests {
             ("a\nb\n{{ if .x }}", Some("template `nginx.conf.tmpl`, line 3, column")),
             ("{{ end }}", Some("`{{ end }}` closes nothing")),
             ("{{ nosuchfunc 1 }}", Some("line 1, column 4: unknown function `nosuchfunc` (available: and, call")),
-            ("a\n{{ .x | prinft \"%d\" }}", Some("line 2, column 9: unknown function `prinft` (did you mean `printf`?)")),
-            ("{{ if (uper .x) }}{{ end }}", Some("unknown function `uper`")),
+            (
+                "a\n{{ .x | prinft \"%d\" }}",
+                Some("line 2, column 9: unknown function `prinft` (did you mean `printf`?)"),
+            ),
+            (
+                "{{ if (uper .x) }}{{ end }}{{ lenn . }}",
+                Some("urlquery); line 1, column 31: unknown function `lenn` (did you mean `len`?)"),
+            ),
             ("{{ template \"missing\" . }}", Some("no template named `missing` is defined here")),
             ("{{ block \"b\" . }}x{{ end }}{{ template \"b\" }}", None),
             ("{{ if .x }}yes", Some("line 1, column 1: `{{ if }}` is never closed by `{{ end }}`")),

@@ -101,7 +101,10 @@ impl Condition {
             return Err("the condition is empty".into());
         }
         if source.len() > MAX_SOURCE_LEN {
-            return Err(format!("the condition is {} bytes long, more than the {MAX_SOURCE_LEN} allowed", source.len()));
+            return Err(format!(
+                "the condition is {} bytes long, more than the {MAX_SOURCE_LEN} allowed",
+                source.len()
+            ));
         }
         let program = env().compile(source).map_err(|e| format!("`{source}`: {}", describe_parse_errors(&e)))?;
         let mut checker = Checker::default();
@@ -133,7 +136,8 @@ impl Condition {
     fn context(&self, env: WhenEnv<'_>) -> Result<Context<'static, 'static>, String> {
         let failed = |e: String| format!("condition `{}` failed: {e}", self.source);
         let mut context = Context::with_env(Arc::clone(self::env()));
-        let traits: Box<dyn Val> = json_to_cel(env.traits).try_into().map_err(|e: ExecutionError| failed(e.to_string()))?;
+        let traits: Box<dyn Val> =
+            json_to_cel(env.traits).try_into().map_err(|e: ExecutionError| failed(e.to_string()))?;
         context.add_variable_as_val("traits", traits);
         context.add_variable_as_val("changed", Box::new(cel::common::types::CelBool::from(env.changed)));
         add_helpers(&mut context, env.traits).map_err(|e| failed(e.to_string()))?;
@@ -143,9 +147,7 @@ impl Condition {
 
 /// Whether a condition refers to the word `changed` (a handler that runs only when notified).
 pub fn mentions_changed(source: &str) -> bool {
-    source
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| w == "changed")
+    source.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == "changed")
 }
 
 /// Compares two versions the way dpkg does: epoch (`1:`), then upstream
@@ -196,7 +198,9 @@ impl<'e> Checker<'e> {
                     }
                 }
             }
-            Expr::Struct(s) => self.problem(format!("`{}{{…}}` builds a typed object, which conditions cannot do", s.type_name)),
+            Expr::Struct(s) => {
+                self.problem(format!("`{}{{…}}` builds a typed object, which conditions cannot do", s.type_name))
+            }
             Expr::Comprehension(c) => {
                 self.walk(&c.iter_range);
                 self.walk(&c.accu_init);
@@ -258,10 +262,10 @@ impl<'e> Checker<'e> {
 
     /// A literal glob is checked now rather than on every envoy.
     fn glob_literal(&mut self, arg: &IdedExpr) {
-        if let Expr::Literal(LiteralValue::String(pattern)) = &arg.expr {
-            if let Err(e) = glob::Pattern::new(pattern.inner()) {
-                self.problem(format!("invalid hostname pattern `{}`: {e}", pattern.inner()));
-            }
+        if let Expr::Literal(LiteralValue::String(pattern)) = &arg.expr
+            && let Err(e) = glob::Pattern::new(pattern.inner())
+        {
+            self.problem(format!("invalid hostname pattern `{}`: {e}", pattern.inner()));
         }
     }
 
@@ -351,24 +355,36 @@ fn add_helpers(context: &mut Context<'static, 'static>, traits: &Value) -> Resul
     let name = trait_str(traits, &["os", "name"]);
     context.add_function("os", move |wanted: Arc<String>| name.as_deref() == Some(wanted.as_str()))?;
     let hostname = trait_str(traits, &["identity", "hostname"]);
-    context.add_function("hostname_matches", move |pattern: Arc<String>| hostname_matches(hostname.as_deref(), &pattern))?;
-    context.add_function("version_gt", |a: cel::Value, b: cel::Value| version_is("version_gt", &a, &b, Ordering::is_gt))?;
-    context.add_function("version_gte", |a: cel::Value, b: cel::Value| version_is("version_gte", &a, &b, Ordering::is_ge))?;
-    context.add_function("version_lt", |a: cel::Value, b: cel::Value| version_is("version_lt", &a, &b, Ordering::is_lt))?;
-    context.add_function("version_lte", |a: cel::Value, b: cel::Value| version_is("version_lte", &a, &b, Ordering::is_le))?;
+    context.add_function("hostname_matches", move |pattern: Arc<String>| {
+        hostname_matches(hostname.as_deref(), &pattern)
+    })?;
+    context
+        .add_function("version_gt", |a: cel::Value, b: cel::Value| version_is("version_gt", &a, &b, Ordering::is_gt))?;
+    context.add_function("version_gte", |a: cel::Value, b: cel::Value| {
+        version_is("version_gte", &a, &b, Ordering::is_ge)
+    })?;
+    context
+        .add_function("version_lt", |a: cel::Value, b: cel::Value| version_is("version_lt", &a, &b, Ordering::is_lt))?;
+    context.add_function("version_lte", |a: cel::Value, b: cel::Value| {
+        version_is("version_lte", &a, &b, Ordering::is_le)
+    })?;
     Ok(())
 }
 
 fn hostname_matches(hostname: Option<&str>, pattern: &str) -> Result<bool, ExecutionError> {
-    let pattern = glob::Pattern::new(pattern).map_err(|e| {
-        ExecutionError::function_error("hostname_matches", format!("invalid pattern `{pattern}`: {e}"))
-    })?;
+    let pattern = glob::Pattern::new(pattern)
+        .map_err(|e| ExecutionError::function_error("hostname_matches", format!("invalid pattern `{pattern}`: {e}")))?;
     // Host names are case-insensitive, so the glob is too.
     let options = glob::MatchOptions { case_sensitive: false, ..glob::MatchOptions::new() };
     Ok(hostname.is_some_and(|h| pattern.matches_with(h, options)))
 }
 
-fn version_is(function: &str, a: &cel::Value, b: &cel::Value, test: fn(Ordering) -> bool) -> Result<bool, ExecutionError> {
+fn version_is(
+    function: &str,
+    a: &cel::Value,
+    b: &cel::Value,
+    test: fn(Ordering) -> bool,
+) -> Result<bool, ExecutionError> {
     let a = version_text(function, a)?;
     let b = version_text(function, b)?;
     Ok(test(compare_versions(&a, &b)))
@@ -520,7 +536,12 @@ mod tests {
             ("size(traits.packages) == 2", debian(), false, Is(true)),
             ("traits.nope.x == 1", debian(), false, Fails("the traits have no key `nope`")),
             ("traits.os.family == 'debian'", bare, false, Fails("condition `traits.os.family == 'debian'` failed")),
-            ("traits.os.family", debian(), false, Fails("condition `traits.os.family` evaluated to string, not a boolean")),
+            (
+                "traits.os.family",
+                debian(),
+                false,
+                Fails("condition `traits.os.family` evaluated to string, not a boolean"),
+            ),
             ("traits.mem.total_mb", debian(), false, Fails("evaluated to int, not a boolean")),
             ("traits.mem.total_mb > 'a'", debian(), false, Fails("no matching overload")),
         ];

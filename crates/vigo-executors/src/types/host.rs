@@ -296,7 +296,7 @@ fn entry_changes(entry: &Entry<'_>, ip: &str, hostname: &str, aliases: &[&str]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{self, attributes, World};
+    use crate::conformance::{self, World, attributes};
 
     fn spec(yaml: &str) -> HostSpec {
         conformance::spec::<Host>(yaml)
@@ -333,27 +333,75 @@ mod tests {
         const BASE: &str = "# static\n127.0.0.1 localhost\n\n10.0.0.1 db1 db # primary\n";
         let cases: &[Case<'_>] = &[
             // append, other lines untouched
-            (Some(BASE), "ip: 10.0.0.9, hostname: web1, aliases: [web]", "present", Some("# static\n127.0.0.1 localhost\n\n10.0.0.1 db1 db # primary\n10.0.0.9\tweb1 web\n"), &["ensure"]),
+            (
+                Some(BASE),
+                "ip: 10.0.0.9, hostname: web1, aliases: [web]",
+                "present",
+                Some("# static\n127.0.0.1 localhost\n\n10.0.0.1 db1 db # primary\n10.0.0.9\tweb1 web\n"),
+                &["ensure"],
+            ),
             // append to a file without a final newline, and to no file at all
-            (Some("127.0.0.1 localhost"), "ip: 10.0.0.9, hostname: web1", "present", Some("127.0.0.1 localhost\n10.0.0.9\tweb1\n"), &["ensure"]),
+            (
+                Some("127.0.0.1 localhost"),
+                "ip: 10.0.0.9, hostname: web1",
+                "present",
+                Some("127.0.0.1 localhost\n10.0.0.9\tweb1\n"),
+                &["ensure"],
+            ),
             (None, "ip: '::1', hostname: web1", "present", Some("::1\tweb1\n"), &["ensure"]),
             // rewrite in place, keeping the comment
-            (Some(BASE), "ip: 10.0.0.2, hostname: db1, aliases: [db, pg]", "present", Some("# static\n127.0.0.1 localhost\n\n10.0.0.2\tdb1 db pg\t# primary\n"), &["ip", "aliases"]),
+            (
+                Some(BASE),
+                "ip: 10.0.0.2, hostname: db1, aliases: [db, pg]",
+                "present",
+                Some("# static\n127.0.0.1 localhost\n\n10.0.0.2\tdb1 db pg\t# primary\n"),
+                &["ip", "aliases"],
+            ),
             // aliases left out: the existing ones stay
-            (Some(BASE), "ip: 10.0.0.2, hostname: db1", "present", Some("# static\n127.0.0.1 localhost\n\n10.0.0.2\tdb1 db\t# primary\n"), &["ip"]),
+            (
+                Some(BASE),
+                "ip: 10.0.0.2, hostname: db1",
+                "present",
+                Some("# static\n127.0.0.1 localhost\n\n10.0.0.2\tdb1 db\t# primary\n"),
+                &["ip"],
+            ),
             // aliases: [] removes them
-            (Some(BASE), "ip: 10.0.0.1, hostname: db1, aliases: []", "present", Some("# static\n127.0.0.1 localhost\n\n10.0.0.1\tdb1\t# primary\n"), &["aliases"]),
+            (
+                Some(BASE),
+                "ip: 10.0.0.1, hostname: db1, aliases: []",
+                "present",
+                Some("# static\n127.0.0.1 localhost\n\n10.0.0.1\tdb1\t# primary\n"),
+                &["aliases"],
+            ),
             // same fields, other whitespace: untouched
             (Some(BASE), "ip: 10.0.0.1, hostname: db1, aliases: [db]", "present", None, &[]),
             (Some("0:0:0:0:0:0:0:1 v6\n"), "ip: '::1', hostname: v6", "present", None, &[]),
             // case differs: same entry, rewritten to the spec's spelling
             (Some("10.0.0.1 DB1\n"), "ip: 10.0.0.1, hostname: db1", "present", Some("10.0.0.1\tdb1\n"), &["hostname"]),
             // one line per hostname: later duplicates go
-            (Some("10.0.0.1 db1\n10.0.0.3 db1 x\n"), "ip: 10.0.0.1, hostname: db1", "present", Some("10.0.0.1 db1\n"), &["duplicates"]),
+            (
+                Some("10.0.0.1 db1\n10.0.0.3 db1 x\n"),
+                "ip: 10.0.0.1, hostname: db1",
+                "present",
+                Some("10.0.0.1 db1\n"),
+                &["duplicates"],
+            ),
             // a hostname that is only an alias elsewhere does not match
-            (Some("10.0.0.1 db1 web1\n"), "ip: 10.0.0.9, hostname: web1", "present", Some("10.0.0.1 db1 web1\n10.0.0.9\tweb1\n"), &["ensure"]),
+            (
+                Some("10.0.0.1 db1 web1\n"),
+                "ip: 10.0.0.9, hostname: web1",
+                "present",
+                Some("10.0.0.1 db1 web1\n10.0.0.9\tweb1\n"),
+                &["ensure"],
+            ),
             // absent removes every line with that canonical name, nothing else
-            (Some("10.0.0.1 db1\n# db1\n10.0.0.3 db1\n10.0.0.4 web db1\n"), "hostname: db1", "absent", Some("# db1\n10.0.0.4 web db1\n"), &["ensure"]),
+            (
+                Some("10.0.0.1 db1\n# db1\n10.0.0.3 db1\n10.0.0.4 web db1\n"),
+                "hostname: db1",
+                "absent",
+                Some("# db1\n10.0.0.4 web db1\n"),
+                &["ensure"],
+            ),
             (Some(BASE), "hostname: web1", "absent", None, &[]),
             (None, "hostname: web1", "absent", None, &[]),
         ];
@@ -374,7 +422,10 @@ mod tests {
         assert_eq!(fields, ["target", "hostname", "ip", "aliases"]);
         assert!(lints[2].message.contains("`10.0.0.300` is not an IPv4 or IPv6 address"));
         assert!(lints[3].message.contains("alias `-no`"));
-        assert_eq!(Host::lint(&spec("{hostname: a}"), Common { name: "t", when: None })[0].message, "ip is required when ensure is present");
+        assert_eq!(
+            Host::lint(&spec("{hostname: a}"), Common { name: "t", when: None })[0].message,
+            "ip is required when ensure is present"
+        );
         assert!(Host::lint(&spec("{hostname: a, ensure: absent}"), Common { name: "t", when: None }).is_empty());
 
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -391,9 +442,15 @@ mod tests {
         const WRONG: &str = "127.0.0.1\tlocalhost\n# keep me\n\n192.168.1.1 db1.example.com old # pinned\n";
         const RIGHT: &str = "127.0.0.1\tlocalhost\n# keep me\n\n10.0.0.5   db1.example.com db1   # pinned\n";
         // (initial, ensure, expected attributes, expected content after)
-        let cases: &[(Option<&str>, &str, &[&str], Option<&str>)] = &[
+        type Case<'a> = (Option<&'a str>, &'a str, &'a [&'a str], Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             (None, "present", &["ensure"], Some("10.0.0.5\tdb1.example.com db1\n")),
-            (Some(OTHERS), "present", &["ensure"], Some("127.0.0.1\tlocalhost\n# keep me\n\n10.0.0.5\tdb1.example.com db1\n")),
+            (
+                Some(OTHERS),
+                "present",
+                &["ensure"],
+                Some("127.0.0.1\tlocalhost\n# keep me\n\n10.0.0.5\tdb1.example.com db1\n"),
+            ),
             (
                 Some(WRONG),
                 "present",

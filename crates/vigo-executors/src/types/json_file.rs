@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use vigo_model::catalog::{Common, Lint, Target};
 
-use crate::executor::{json_text, Applied, Change, Check, Ctx, Drift, ExecError, Executor};
+use crate::executor::{Applied, Change, Check, Ctx, Drift, ExecError, Executor, json_text};
 use crate::safe_fs::Attrs;
 use crate::textfile;
 
@@ -367,7 +367,8 @@ fn render(doc: &Value, indent: u8) -> String {
         serde_json::to_writer(&mut out, doc)
     } else {
         let pad = vec![b' '; usize::from(indent)];
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(&pad));
+        let mut ser =
+            serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(&pad));
         doc.serialize(&mut ser)
     };
     written.expect("a Value has string keys and finite numbers, and a Vec cannot fail to grow");
@@ -389,7 +390,7 @@ fn short(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{self, attributes, World};
+    use crate::conformance::{self, World, attributes};
     use serde_json::json;
 
     fn spec(yaml: &str) -> JsonFileSpec {
@@ -414,7 +415,11 @@ mod tests {
         for (key, want) in cases {
             let got = parse_key(key);
             match want {
-                Ok(segments) => assert_eq!(got.as_deref(), Ok(segments.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice()), "{key}"),
+                Ok(segments) => assert_eq!(
+                    got.as_deref(),
+                    Ok(segments.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice()),
+                    "{key}"
+                ),
                 Err(part) => assert!(got.as_ref().is_err_and(|e| e.contains(part)), "{key}: {got:?}"),
             }
         }
@@ -435,12 +440,28 @@ mod tests {
     fn transform_table() {
         let cases: &[(Option<&str>, &str, Option<&str>)] = &[
             // sets a nested member, creating intermediate objects, keeping key order
-            (Some(r#"{"z": 1, "a": 2}"#), "{path: /x, key: b.c, value: 3}", Some("{\n  \"z\": 1,\n  \"a\": 2,\n  \"b\": {\n    \"c\": 3\n  }\n}\n")),
+            (
+                Some(r#"{"z": 1, "a": 2}"#),
+                "{path: /x, key: b.c, value: 3}",
+                Some("{\n  \"z\": 1,\n  \"a\": 2,\n  \"b\": {\n    \"c\": 3\n  }\n}\n"),
+            ),
             // replaces in place: the member keeps its position
-            (Some(r#"{"z": 1, "a": 2, "m": 3}"#), "{path: /x, key: a, value: [1, 2]}", Some("{\n  \"z\": 1,\n  \"a\": [\n    1,\n    2\n  ],\n  \"m\": 3\n}\n")),
+            (
+                Some(r#"{"z": 1, "a": 2, "m": 3}"#),
+                "{path: /x, key: a, value: [1, 2]}",
+                Some("{\n  \"z\": 1,\n  \"a\": [\n    1,\n    2\n  ],\n  \"m\": 3\n}\n"),
+            ),
             // array index through a dotted path, and through a pointer
-            (Some(r#"{"s": {"ports": [80, 81]}}"#), "{path: /x, key: s.ports.1, value: 8443, indent: 0}", Some("{\"s\":{\"ports\":[80,8443]}}\n")),
-            (Some(r#"{"s": {"ports": [80]}}"#), "{path: /x, key: /s/ports/1, value: 443, indent: 0}", Some("{\"s\":{\"ports\":[80,443]}}\n")),
+            (
+                Some(r#"{"s": {"ports": [80, 81]}}"#),
+                "{path: /x, key: s.ports.1, value: 8443, indent: 0}",
+                Some("{\"s\":{\"ports\":[80,8443]}}\n"),
+            ),
+            (
+                Some(r#"{"s": {"ports": [80]}}"#),
+                "{path: /x, key: /s/ports/1, value: 443, indent: 0}",
+                Some("{\"s\":{\"ports\":[80,443]}}\n"),
+            ),
             // a numeric segment below an object is a member name
             (Some(r#"{"s": {}}"#), "{path: /x, key: s.0, value: true, indent: 0}", Some("{\"s\":{\"0\":true}}\n")),
             // already holds the value, formatted differently: untouched
@@ -454,8 +475,16 @@ mod tests {
             (None, "{path: /x, key: a.b, value: x, indent: 0}", Some("{\"a\":{\"b\":\"x\"}}\n")),
             (Some("  \n"), "{path: /x, key: a, value: 1, indent: 0}", Some("{\"a\":1}\n")),
             // absent removes and keeps the order of the rest
-            (Some(r#"{"z": 1, "a": 2, "m": 3}"#), "{path: /x, key: a, ensure: absent, indent: 0}", Some("{\"z\":1,\"m\":3}\n")),
-            (Some(r#"{"a": {"b": 1, "c": 2}}"#), "{path: /x, key: /a/b, ensure: absent, indent: 0}", Some("{\"a\":{\"c\":2}}\n")),
+            (
+                Some(r#"{"z": 1, "a": 2, "m": 3}"#),
+                "{path: /x, key: a, ensure: absent, indent: 0}",
+                Some("{\"z\":1,\"m\":3}\n"),
+            ),
+            (
+                Some(r#"{"a": {"b": 1, "c": 2}}"#),
+                "{path: /x, key: /a/b, ensure: absent, indent: 0}",
+                Some("{\"a\":{\"c\":2}}\n"),
+            ),
             // absent: nothing there, or the path cannot exist below a scalar
             (Some(r#"{"a": 1}"#), "{path: /x, key: b, ensure: absent}", None),
             (Some(r#"{"a": 1}"#), "{path: /x, key: a.b, ensure: absent}", None),
@@ -472,14 +501,30 @@ mod tests {
     #[test]
     fn transform_errors_name_the_segment() {
         let cases: &[(Option<&str>, &str, &str)] = &[
-            (Some(r#"{"server": "x"}"#), "{path: /x, key: server.ports.0, value: 1}", "`server` is a string, not an object or array, so segment `ports` cannot be reached"),
+            (
+                Some(r#"{"server": "x"}"#),
+                "{path: /x, key: server.ports.0, value: 1}",
+                "`server` is a string, not an object or array, so segment `ports` cannot be reached",
+            ),
             (Some("[1]"), "{path: /x, key: a, value: 1}", "the document is an array, and segment `a` is not an index"),
-            (Some("7"), "{path: /x, key: a, value: 1}", "the document is a number, not an object or array, so segment `a` cannot be reached"),
+            (
+                Some("7"),
+                "{path: /x, key: a, value: 1}",
+                "the document is a number, not an object or array, so segment `a` cannot be reached",
+            ),
             (Some(r#"{"p": [1]}"#), "{path: /x, key: p.3, value: 1}", "`p` has 1 elements; index 3 would leave a gap"),
             (Some(r#"{"p": [1]}"#), "{path: /x, key: p.0, ensure: absent}", "`p` is an array; removing element `0`"),
-            (Some(r#"{"a": {}}"#), "{path: /x, key: a.b.c, value: 1, create: false}", "`a` has no member `b` and create is false"),
+            (
+                Some(r#"{"a": {}}"#),
+                "{path: /x, key: a.b.c, value: 1, create: false}",
+                "`a` has no member `b` and create is false",
+            ),
             (None, "{path: /x, key: a, value: 1, create: false}", "does not exist and create is false"),
-            (Some("{\"a\": 1,\n  oops}"), "{path: /x, key: a, value: 1}", "not valid JSON: key must be a string at line 2 column 3"),
+            (
+                Some("{\"a\": 1,\n  oops}"),
+                "{path: /x, key: a, value: 1}",
+                "not valid JSON: key must be a string at line 2 column 3",
+            ),
         ];
         for (current, yaml, want) in cases {
             let spec = spec(yaml);
@@ -504,7 +549,8 @@ mod tests {
     #[test]
     fn check_refuses_relative_paths_and_bad_json() {
         let world = World::default();
-        let err = JsonFile::check(&spec("{path: x.json, key: a, value: 1}"), &world.ctx(crate::Mode::NoOp)).expect_err("relative");
+        let err = JsonFile::check(&spec("{path: x.json, key: a, value: 1}"), &world.ctx(crate::Mode::NoOp))
+            .expect_err("relative");
         assert!(err.to_string().contains("path `x.json` is not absolute"), "{err}");
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("c.json");
@@ -520,13 +566,16 @@ mod tests {
         const WRONG: &str = "{\n    \"keep\": [1, 2],\n    \"server\": {\"port\": 80, \"host\": \"a\"}\n}\n";
         const RIGHT: &str = "{\"keep\":[1,2],\"server\":{\"port\":8443,\"host\":\"a\"}}";
         // (initial content, ensure, expected attributes, expected content after)
-        let cases: &[(Option<&str>, &str, &[&str], Option<&str>)] = &[
+        type Case<'a> = (Option<&'a str>, &'a str, &'a [&'a str], Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             (None, "present", &["file", "value"], Some("{\n  \"server\": {\n    \"port\": 8443\n  }\n}\n")),
             (
                 Some(WRONG),
                 "present",
                 &["value"],
-                Some("{\n  \"keep\": [\n    1,\n    2\n  ],\n  \"server\": {\n    \"port\": 8443,\n    \"host\": \"a\"\n  }\n}\n"),
+                Some(
+                    "{\n  \"keep\": [\n    1,\n    2\n  ],\n  \"server\": {\n    \"port\": 8443,\n    \"host\": \"a\"\n  }\n}\n",
+                ),
             ),
             (Some(RIGHT), "present", &[], Some(RIGHT)),
             (None, "absent", &[], None),
@@ -559,7 +608,8 @@ mod tests {
         let path = tmp.path().join("c.json");
         std::fs::write(&path, "{\"a\": {\"b\": \"old\"}}").expect("seed");
         let spec = spec(&format!("{{path: '{}', key: a.b, value: {{x: 1}}}}", path.display()));
-        let Check::Drift(drift) = JsonFile::check(&spec, &World::default().ctx(crate::Mode::NoOp)).expect("check") else {
+        let Check::Drift(drift) = JsonFile::check(&spec, &World::default().ctx(crate::Mode::NoOp)).expect("check")
+        else {
             panic!("expected drift");
         };
         assert_eq!(drift.changes, [Change::set("value", "\"old\"", "{\"x\":1}")]);

@@ -243,11 +243,10 @@ fn open_parent(loc: &Location, user: &User, create: bool) -> Result<Parent, Exec
     for name in &loc.dirs {
         shown.push(name);
         let exists = safe_fs::stat_at(&fd, name, &shown)?.is_some();
-        if !exists && !(create && loc.create_dirs) {
-            return Ok(Parent::Missing { dir: shown, creatable: loc.create_dirs });
-        }
-        if !exists {
-            safe_fs::mkdir_at(&fd, name, DIR_MODE, &shown)?;
+        match (exists, create && loc.create_dirs) {
+            (false, false) => return Ok(Parent::Missing { dir: shown, creatable: loc.create_dirs }),
+            (false, true) => safe_fs::mkdir_at(&fd, name, DIR_MODE, &shown)?,
+            (true, _) => {}
         }
         // O_NOFOLLOW: a symlink planted here (before or after the mkdir) is refused.
         let sub = safe_fs::open_subdir(&fd, name, &shown)?;
@@ -292,7 +291,8 @@ fn read_keys(dir: &OwnedFd, name: &str, shown: &Path) -> Result<Option<(String, 
             meta.nlink
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|_| ExecError::failed(format!("{}: not UTF-8 text", shown.display())))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| ExecError::failed(format!("{}: not UTF-8 text", shown.display())))?;
     Ok(Some((text, meta)))
 }
 
@@ -341,17 +341,19 @@ fn problems(spec: &SshKeySpec) -> Vec<(&'static str, String)> {
         if !valid_option(option) {
             out.push((
                 "options",
-                format!("option `{option}` is not one authorized_keys option (quote values that contain commas or spaces)"),
+                format!(
+                    "option `{option}` is not one authorized_keys option (quote values that contain commas or spaces)"
+                ),
             ));
         }
     }
     if spec.exclusive && spec.ensure == Ensure::Absent {
         out.push(("exclusive", "exclusive only applies with ensure: present".to_string()));
     }
-    if let Some(path) = &spec.path {
-        if safe_fs::split(path).is_err() {
-            out.push(("path", format!("path `{}` is not an absolute, normal file path", path.display())));
-        }
+    if let Some(path) = &spec.path
+        && safe_fs::split(path).is_err()
+    {
+        out.push(("path", format!("path `{}` is not an absolute, normal file path", path.display())));
     }
     out
 }
@@ -384,10 +386,9 @@ fn desired_key(key: &str) -> Result<KeyLine, String> {
     let blob = decode_base64(&line.blob).ok_or_else(|| format!("key `{first} …`: the blob is not valid base64"))?;
     match embedded_type(&blob) {
         Some(inner) if inner == line.kind.as_bytes() => Ok(line),
-        Some(inner) => Err(format!(
-            "key: the blob holds a `{}` key but the line says `{first}`",
-            String::from_utf8_lossy(inner)
-        )),
+        Some(inner) => {
+            Err(format!("key: the blob holds a `{}` key but the line says `{first}`", String::from_utf8_lossy(inner)))
+        }
         None => Err(format!("key `{first} …`: the blob is not an SSH public key")),
     }
 }
@@ -597,8 +598,8 @@ fn key_changes(have: &KeyLine, want: &KeyLine) -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{self, attributes, World};
-    use std::os::unix::fs::{symlink, MetadataExt};
+    use crate::conformance::{self, World, attributes};
+    use std::os::unix::fs::{MetadataExt, symlink};
 
     const ED1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g";
     const ED2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn+AgYKD";
@@ -643,7 +644,8 @@ mod tests {
             let home = tmp.path().join("home");
             std::fs::create_dir(&home).expect("home");
             let passwd = tmp.path().join("passwd");
-            let entry = format!("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:{}:/bin/false\n", home.display());
+            let entry =
+                format!("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:{}:/bin/false\n", home.display());
             std::fs::write(&passwd, entry).expect("passwd");
             Home { _tmp: tmp, home, passwd }
         }
@@ -659,7 +661,8 @@ mod tests {
         /// Every entry below the home: path, kind, owner, mode and file content.
         fn snapshot(&self) -> String {
             fn walk(dir: &Path, out: &mut String) {
-                let mut entries: Vec<_> = std::fs::read_dir(dir).expect("ls").map(|e| e.expect("entry").path()).collect();
+                let mut entries: Vec<_> =
+                    std::fs::read_dir(dir).expect("ls").map(|e| e.expect("entry").path()).collect();
                 entries.sort();
                 for path in entries {
                     let meta = std::fs::symlink_metadata(&path).expect("meta");
@@ -684,12 +687,25 @@ mod tests {
     #[test]
     fn key_lines_parse() {
         let parsed = parse_line(&format!("{ED1} alice@laptop  work ")).expect("plain");
-        assert_eq!((parsed.options.len(), parsed.kind.as_str(), parsed.comment.as_deref()), (0, "ssh-ed25519", Some("alice@laptop  work")));
-        let parsed = parse_line(&format!(r#"from="10.0.0.0/8,192.168.0.0/16",command="echo \"a b\"",no-pty {ED2}"#)).expect("options");
+        assert_eq!(
+            (parsed.options.len(), parsed.kind.as_str(), parsed.comment.as_deref()),
+            (0, "ssh-ed25519", Some("alice@laptop  work"))
+        );
+        let parsed = parse_line(&format!(r#"from="10.0.0.0/8,192.168.0.0/16",command="echo \"a b\"",no-pty {ED2}"#))
+            .expect("options");
         assert_eq!(parsed.options, [r#"from="10.0.0.0/8,192.168.0.0/16""#, r#"command="echo \"a b\"""#, "no-pty"]);
         assert_eq!(parsed.comment, None);
         assert!(parsed.same_key(&parse_line(ED2).expect("bare")));
-        for not_a_key in ["", "  ", "# ssh-ed25519 AAAA", "no-pty", "no-pty,,x ssh-ed25519 AAAA", "ssh-ed25519", r#"from="x ssh-ed25519 AAAA"#, "garbage here"] {
+        for not_a_key in [
+            "",
+            "  ",
+            "# ssh-ed25519 AAAA",
+            "no-pty",
+            "no-pty,,x ssh-ed25519 AAAA",
+            "ssh-ed25519",
+            r#"from="x ssh-ed25519 AAAA"#,
+            "garbage here",
+        ] {
             assert_eq!(parse_line(not_a_key), None, "{not_a_key:?}");
         }
     }
@@ -759,18 +775,60 @@ mod tests {
         type Case<'a> = (String, &'a [&'a str], Ensure, bool, String, &'a [&'a str]);
         let cases: Vec<Case<'_>> = vec![
             (String::new(), &[], Ensure::Present, false, format!("{ED1} alice\n"), &["ensure"]),
-            (format!("# keys\n{RSA} bob"), &["no-pty"], Ensure::Present, false, format!("# keys\n{RSA} bob\nno-pty {ED1} alice\n"), &["ensure"]),
+            (
+                format!("# keys\n{RSA} bob"),
+                &["no-pty"],
+                Ensure::Present,
+                false,
+                format!("# keys\n{RSA} bob\nno-pty {ED1} alice\n"),
+                &["ensure"],
+            ),
             // options and comment changes replace the line in place
-            (format!("{rsa_line}from=\"x\" {ED1} old\n{ED2}\n"), &["no-pty"], Ensure::Present, false, format!("{rsa_line}no-pty {ED1} alice\n{ED2}\n"), &["options", "comment"]),
+            (
+                format!("{rsa_line}from=\"x\" {ED1} old\n{ED2}\n"),
+                &["no-pty"],
+                Ensure::Present,
+                false,
+                format!("{rsa_line}no-pty {ED1} alice\n{ED2}\n"),
+                &["options", "comment"],
+            ),
             // already there with other whitespace: untouched
-            (format!("no-pty   {ED1}   alice\n"), &["no-pty"], Ensure::Present, false, format!("no-pty   {ED1}   alice\n"), &[]),
+            (
+                format!("no-pty   {ED1}   alice\n"),
+                &["no-pty"],
+                Ensure::Present,
+                false,
+                format!("no-pty   {ED1}   alice\n"),
+                &[],
+            ),
             // duplicates go
-            (format!("{ED1} alice\n{rsa_line}{ED1} alice\n"), &[], Ensure::Present, false, format!("{ED1} alice\n{rsa_line}"), &["duplicates"]),
+            (
+                format!("{ED1} alice\n{rsa_line}{ED1} alice\n"),
+                &[],
+                Ensure::Present,
+                false,
+                format!("{ED1} alice\n{rsa_line}"),
+                &["duplicates"],
+            ),
             // exclusive: other keys and junk go, comments and blank lines stay
-            (format!("# mine\n{rsa_line}\n{ED1} alice\nnot a key\n{ED2}\n"), &[], Ensure::Present, true, format!("# mine\n\n{ED1} alice\n"), &["other_keys"]),
+            (
+                format!("# mine\n{rsa_line}\n{ED1} alice\nnot a key\n{ED2}\n"),
+                &[],
+                Ensure::Present,
+                true,
+                format!("# mine\n\n{ED1} alice\n"),
+                &["other_keys"],
+            ),
             (format!("{ED1} alice\n"), &[], Ensure::Present, true, format!("{ED1} alice\n"), &[]),
             // absent removes every line with the key, whatever its options or comment
-            (format!("{ED1} alice\n{rsa_line}no-pty {ED1} x"), &[], Ensure::Absent, false, rsa_line.clone(), &["ensure"]),
+            (
+                format!("{ED1} alice\n{rsa_line}no-pty {ED1} x"),
+                &[],
+                Ensure::Absent,
+                false,
+                rsa_line.clone(),
+                &["ensure"],
+            ),
             (rsa_line.clone(), &[], Ensure::Absent, false, rsa_line.clone(), &[]),
         ];
         for (current, options, ensure, exclusive, text, attrs) in cases {
@@ -808,8 +866,14 @@ mod tests {
                 std::fs::create_dir(home.home.join(".ssh")).expect(".ssh");
                 std::fs::write(home.keys(), text).expect("seed");
                 let (owner, mode) = if owned { (NOBODY, 0o600) } else { (0, 0o644) };
-                nix::unistd::chown(&home.keys(), Some(nix::unistd::Uid::from_raw(owner)), Some(nix::unistd::Gid::from_raw(owner))).expect("chown");
-                std::fs::set_permissions(home.keys(), std::os::unix::fs::PermissionsExt::from_mode(mode)).expect("chmod");
+                nix::unistd::chown(
+                    &home.keys(),
+                    Some(nix::unistd::Uid::from_raw(owner)),
+                    Some(nix::unistd::Gid::from_raw(owner)),
+                )
+                .expect("chown");
+                std::fs::set_permissions(home.keys(), std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .expect("chmod");
             }
             let spec = home.spec(&format!(
                 "{{user: nobody, key: '{ED1} alice', options: ['from=\"10.0.0.0/8\"'], ensure: {ensure}, exclusive: {exclusive}}}"
@@ -837,7 +901,12 @@ mod tests {
         let home = Home::new();
         std::fs::create_dir(home.home.join(".ssh")).expect(".ssh");
         std::fs::write(home.keys(), format!("{ED1}   alice\n")).expect("seed");
-        nix::unistd::chown(&home.keys(), Some(nix::unistd::Uid::from_raw(NOBODY)), Some(nix::unistd::Gid::from_raw(NOBODY))).expect("chown");
+        nix::unistd::chown(
+            &home.keys(),
+            Some(nix::unistd::Uid::from_raw(NOBODY)),
+            Some(nix::unistd::Gid::from_raw(NOBODY)),
+        )
+        .expect("chown");
         std::fs::set_permissions(home.keys(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
         let spec = home.spec(&format!("{{user: nobody, key: '{ED1} alice'}}"));
         assert_eq!(conformance::converge::<Fixture>(&noop(), &spec, || home.snapshot()), None);
@@ -853,7 +922,8 @@ mod tests {
         let spec = home.spec(&format!("{{user: nobody, key: '{ED1}'}}"));
         let err = Fixture::check(&spec, &noop().ctx(crate::Mode::NoOp)).expect_err("symlinked .ssh");
         assert!(err.to_string().contains("is a symlink"), "{err}");
-        let err = Fixture::apply(&spec, &Drift::default(), &noop().ctx(crate::Mode::Enforce)).expect_err("symlinked .ssh");
+        let err =
+            Fixture::apply(&spec, &Drift::default(), &noop().ctx(crate::Mode::Enforce)).expect_err("symlinked .ssh");
         assert!(err.to_string().contains(".ssh: is a symlink"), "{err}");
         assert_eq!(std::fs::read_to_string(elsewhere.join("authorized_keys")).expect("kept"), "keep\n");
         assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 1, "nothing written through the link");
@@ -892,7 +962,8 @@ mod tests {
         let err = Fixture::check(&spec, &noop().ctx(crate::Mode::NoOp)).expect_err("foreign .ssh");
         assert!(err.to_string().contains("owned by uid 1234, not by nobody (65534) or root"), "{err}");
         nix::unistd::chown(&home.home.join(".ssh"), Some(nix::unistd::Uid::from_raw(0)), None).expect("chown");
-        std::fs::set_permissions(home.home.join(".ssh"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(home.home.join(".ssh"), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
         let err = Fixture::check(&spec, &noop().ctx(crate::Mode::NoOp)).expect_err("open .ssh");
         assert!(err.to_string().contains("writable by group or others"), "{err}");
     }
@@ -913,7 +984,8 @@ mod tests {
         let err = Fixture::check(&spec, &noop().ctx(crate::Mode::NoOp)).expect_err("missing dir");
         assert!(err.to_string().contains("keys: directory does not exist"), "{err}");
         std::fs::create_dir(&outside_dir).expect("keys dir");
-        let drift = conformance::converge::<Fixture>(&noop(), &spec, || std::fs::read_to_string(&outside).unwrap_or_default());
+        let drift =
+            conformance::converge::<Fixture>(&noop(), &spec, || std::fs::read_to_string(&outside).unwrap_or_default());
         assert_eq!(attributes(&drift), ["ensure"]);
         assert_eq!(std::fs::metadata(&outside).expect("written").uid(), NOBODY);
     }
@@ -934,7 +1006,10 @@ mod tests {
             locate(&SshKeySpec { path: path.map(PathBuf::from), ..spec }, &user)
         };
         let loc = at(None).expect("default");
-        assert_eq!((loc.base.as_path(), loc.dirs.as_slice(), loc.name.as_str(), loc.create_dirs), (Path::new("/home/a"), &[".ssh".to_string()][..], "authorized_keys", true));
+        assert_eq!(
+            (loc.base.as_path(), loc.dirs.as_slice(), loc.name.as_str(), loc.create_dirs),
+            (Path::new("/home/a"), &[".ssh".to_string()][..], "authorized_keys", true)
+        );
         let loc = at(Some("/home/a/x/y/keys")).expect("inside");
         assert_eq!((loc.dirs, loc.create_dirs), (vec!["x".to_string(), "y".to_string()], true));
         let loc = at(Some("/etc/ssh/keys/a")).expect("outside");
