@@ -3,8 +3,13 @@
 //! `runner` walks a validated plan; `report` is the data a run produces;
 //! `output` renders reports for people; `cli/` has one file per subcommand.
 
+pub mod checkin;
 pub mod cli;
+pub mod client;
+pub mod enroll;
+pub mod files;
 pub mod load;
 pub mod output;
+pub mod paths;
 pub mod report;
 pub mod runner;

@@ -61,12 +61,16 @@ impl Registry {
         Self {
             types: vec![
                 // Keep this list alphabetical: one line per file in `types/`.
+                entry::<types::blockinfile::BlockInFile>(),
                 entry::<types::directory::Directory>(),
+                entry::<types::exec::Exec>(),
                 entry::<types::file::File>(),
                 entry::<types::file_line::FileLine>(),
                 entry::<types::host::Host>(),
+                entry::<types::ini::Ini>(),
                 entry::<types::json_file::JsonFile>(),
                 entry::<types::replace::Replace>(),
+                entry::<types::sshkey::SshKey>(),
                 entry::<types::symlink::Symlink>(),
             ],
         }

@@ -3,6 +3,7 @@
 //! This crate never touches the host: it reads the text it is given and decides.
 //! Everything it does is testable from strings.
 
+pub mod assign;
 pub mod catalog;
 pub mod config;
 pub mod diag;

@@ -1,6 +1,8 @@
 //! The `vigo` subcommands, one file each.
 
 mod apply;
+mod enroll;
+mod run;
 pub mod traits;
 pub mod types;
 mod validate;
@@ -27,6 +29,10 @@ pub enum Command {
     Apply(apply::Args),
     /// Check a configuration and print every problem found.
     Validate(validate::Args),
+    /// Enroll this machine with a Vigo server.
+    Enroll(enroll::Args),
+    /// Check in with the server and converge, every interval (or once).
+    Run(run::Args),
     /// Show the traits collected on this machine.
     Traits(traits::Args),
     /// List resource types, or show one with its fields and an example.
@@ -38,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Apply(a) => apply::run(a),
         Command::Validate(a) => validate::run(a),
+        Command::Enroll(a) => enroll::run(a),
+        Command::Run(a) => run::run(a),
         Command::Traits(a) => traits::run(a),
         Command::Types(a) => types::run(a),
     }
@@ -56,4 +64,14 @@ fn print_diagnostics(d: &vigo_model::Diagnostics) {
         }
     }
     eprintln!("{} problem(s) found", d.len());
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    vigo_pki::install_provider();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| anyhow::anyhow!("cannot start runtime: {e}"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGO_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -754,8 +754,7 @@ pub(crate) mod tests {
     fn template_source_is_rendered() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("motd");
-        let mut world = World::default();
-        world.vars = serde_json::json!({ "greeting": "hello" });
+        let mut world = World { vars: serde_json::json!({ "greeting": "hello" }), ..World::default() };
         world.templates.insert("templates/motd.tmpl".into(), "{{ .vars.greeting }} world\n".into());
         let spec = spec::<File>(&yaml(&path, "source: templates/motd.tmpl"));
         assert_eq!(File::templates(&spec), ["templates/motd.tmpl"]);
@@ -823,6 +822,17 @@ pub(crate) mod tests {
         assert!(parse("target_path: /etc/x\ncolour: blue").is_err());
         assert_eq!(parse("target_path: /etc/x\nmode: \"2775\"").expect("ok").mode, Some(FileMode(0o2775)));
         assert_eq!(parse("target_path: /etc/x\nmode: \"644\"").expect("ok").mode, Some(FileMode(0o644)));
+    }
+
+    #[test]
+    fn schema_fields_have_kinds_and_docs() {
+        let fields = crate::registry::fields_of(&schemars::schema_for!(FileSpec).to_value());
+        let kind = |name: &str| fields.iter().find(|f| f.name == name).map(|f| (f.kind.as_str(), f.required));
+        assert_eq!(kind("target_path"), Some(("string", true)));
+        assert_eq!(kind("mode"), Some(("string", false)));
+        assert_eq!(kind("ensure"), Some(("string", false)));
+        assert_eq!(kind("follow"), Some(("boolean", false)));
+        assert!(fields.iter().all(|f| !f.doc.is_empty()), "{fields:?}");
     }
 
     #[test]

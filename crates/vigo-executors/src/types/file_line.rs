@@ -101,6 +101,7 @@ pub(crate) fn absolute_path<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
 /// Whether the managed thing should exist (`ensure:` in Puppet, `state:` in Ansible).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
 pub(crate) enum Presence {
     #[default]
     Present,
@@ -205,7 +206,10 @@ fn problems(spec: &FileLineSpec) -> Vec<Lint> {
     let removes_by_match = spec.ensure == Presence::Absent && spec.match_for_absence && spec.match_.is_some();
     match &spec.line {
         None if !removes_by_match => {
-            found.push(problem("line", "is required unless `ensure: absent` with `match` and `match_for_absence: true`"));
+            found.push(problem(
+                "line",
+                "is required unless `ensure: absent` with `match` and `match_for_absence: true`",
+            ));
         }
         Some(line) if line.contains(['\n', '\r']) => {
             found.push(problem("line", "must be a single line without a newline"));
@@ -374,8 +378,7 @@ impl Executor for FileLine {
     type Spec = FileLineSpec;
 
     const NAME: &'static str = "file_line";
-    const SUMMARY: &'static str =
-        "One line in an existing text file (Puppet's file_line): replace a match, insert after a line, append, or remove";
+    const SUMMARY: &'static str = "One line in an existing text file (Puppet's file_line): replace a match, insert after a line, append, or remove";
     const EXAMPLE: &'static str = r#"
 - name: sshd-no-root-login
   type: file_line
@@ -414,7 +417,7 @@ impl Executor for FileLine {
 pub(crate) mod testing {
     use std::os::unix::fs::PermissionsExt;
 
-    use crate::conformance::{attributes, converge, spec, World};
+    use crate::conformance::{World, attributes, converge, spec};
     use crate::executor::{ExecError, Executor};
 
     /// Where the pure-edit tables pretend the file lives.
@@ -500,10 +503,10 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{converge_table, edit_table, Case, Row};
+    use super::testing::{Case, Row, converge_table, edit_table};
     use super::*;
     use crate::conformance::World;
-    use crate::executor::{parse_spec, Mode};
+    use crate::executor::{Mode, parse_spec};
 
     fn row(
         name: &'static str,
@@ -626,7 +629,12 @@ mod tests {
                 Ok(Some("[s]\nz = 1\n")),
             ),
             // ensure: absent.
-            row("absent removes every equal line", Some("a\nfoo\nb\nfoo\n"), "line: foo\nensure: absent", Ok(Some("a\nb\n"))),
+            row(
+                "absent removes every equal line",
+                Some("a\nfoo\nb\nfoo\n"),
+                "line: foo\nensure: absent",
+                Ok(Some("a\nb\n")),
+            ),
             row("absent keeps similar lines", Some("foo bar\n"), "line: foo\nensure: absent", Ok(Some("foo bar\n"))),
             row("absent keeps a missing final newline", Some("foo\nb"), "line: foo\nensure: absent", Ok(Some("b"))),
             row("absent on missing file", None, "line: foo\nensure: absent", Ok(None)),
@@ -664,7 +672,13 @@ mod tests {
     #[test]
     fn converges_real_files() {
         converge_table::<FileLine>(&[
-            Case { name: "append", initial: Some("a\n"), spec: "line: b", changes: &["content"], after: Some("a\nb\n") },
+            Case {
+                name: "append",
+                initial: Some("a\n"),
+                spec: "line: b",
+                changes: &["content"],
+                after: Some("a\nb\n"),
+            },
             Case {
                 name: "already correct",
                 initial: Some("a\nb\n"),
@@ -686,7 +700,13 @@ mod tests {
                 changes: &["content"],
                 after: Some("b\n"),
             },
-            Case { name: "absent file, ensure absent", initial: None, spec: "line: a\nensure: absent", changes: &[], after: None },
+            Case {
+                name: "absent file, ensure absent",
+                initial: None,
+                spec: "line: a\nensure: absent",
+                changes: &[],
+                after: None,
+            },
         ]);
     }
 
@@ -720,10 +740,12 @@ mod tests {
         let bad = parse_spec::<FileLineSpec>(&serde_json::json!({"path": "/etc/x", "line": "a", "after": "a{2"}))
             .expect_err("bad regex");
         assert_eq!(bad.field.as_deref(), Some("after"));
-        let relative = parse_spec::<FileLineSpec>(&serde_json::json!({"path": "etc/x", "line": "a"})).expect_err("relative");
+        let relative =
+            parse_spec::<FileLineSpec>(&serde_json::json!({"path": "etc/x", "line": "a"})).expect_err("relative");
         assert_eq!(relative.field.as_deref(), Some("path"));
         assert!(relative.message.contains("not an absolute path"), "{}", relative.message);
-        let dotdot = parse_spec::<FileLineSpec>(&serde_json::json!({"path": "/etc/../x", "line": "a"})).expect_err("dotdot");
+        let dotdot =
+            parse_spec::<FileLineSpec>(&serde_json::json!({"path": "/etc/../x", "line": "a"})).expect_err("dotdot");
         assert_eq!(dotdot.field.as_deref(), Some("path"));
     }
 

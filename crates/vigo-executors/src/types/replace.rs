@@ -15,7 +15,7 @@ use vigo_model::catalog::{Common, Lint, Target};
 use crate::executor::{Applied, Check, Ctx, Drift, ExecError, Executor};
 use crate::safe_fs::Attrs;
 use crate::textfile;
-use crate::types::file_line::{absolute_path, does_not_exist, problem, regex_error, Pattern};
+use crate::types::file_line::{Pattern, absolute_path, does_not_exist, problem, regex_error};
 
 /// Replace every match of a regular expression in an existing text file (Ansible `replace`).
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -236,8 +236,8 @@ impl Executor for Replace {
 mod tests {
     use super::*;
     use crate::conformance::World;
-    use crate::executor::{parse_spec, Mode};
-    use crate::types::file_line::testing::{converge_table, edit_table, Case, Row};
+    use crate::executor::{Mode, parse_spec};
+    use crate::types::file_line::testing::{Case, Row, converge_table, edit_table};
 
     fn row(
         name: &'static str,
@@ -275,11 +275,26 @@ replace: '\g<key> = \g<1>-new'",
 replace: '\g<0>d'",
                 Ok(Some("food\nfoo bar\n")),
             ),
-            row("$ in the replacement is literal", Some("price\n"), "regexp: '^price$'\nreplace: 'price $1'", Ok(Some("price $1\n"))),
-            row("\\n escape", Some("a, b\n"), r"regexp: ', '
-replace: '\n'", Ok(Some("a\nb\n"))),
-            row("octal escape", Some("x\n"), r"regexp: '^x$'
-replace: '\101'", Ok(Some("A\n"))),
+            row(
+                "$ in the replacement is literal",
+                Some("price\n"),
+                "regexp: '^price$'\nreplace: 'price $1'",
+                Ok(Some("price $1\n")),
+            ),
+            row(
+                "\\n escape",
+                Some("a, b\n"),
+                r"regexp: ', '
+replace: '\n'",
+                Ok(Some("a\nb\n")),
+            ),
+            row(
+                "octal escape",
+                Some("x\n"),
+                r"regexp: '^x$'
+replace: '\101'",
+                Ok(Some("A\n")),
+            ),
             row("default replace deletes", Some("# c\na\n# d\n"), r"regexp: '^#.*\n'", Ok(Some("a\n"))),
             row("no match", Some("a\n"), "regexp: '^b'\nreplace: c", Ok(Some("a\n"))),
             row(
@@ -319,14 +334,34 @@ replace: '\101'", Ok(Some("A\n"))),
                 Ok(Some("a=1\nX\na=2\n")),
             ),
             row("missing file", None, "regexp: a", Err("/srv/vigo-test/file: does not exist")),
-            row("group out of range", Some("a\n"), r"regexp: '(a)'
-replace: '\2'", Err("`replace` refers to group 2, but `regexp` has 1 group(s)")),
-            row("two-digit group reference", Some("a\n"), r"regexp: '(a)'
-replace: '\10'", Err("refers to group 10")),
-            row("unknown group name", Some("a\n"), r"regexp: '(a)'
-replace: '\g<nope>'", Err("refers to group `nope`")),
-            row("bad escape", Some("a\n"), r"regexp: 'a'
-replace: '\x41'", Err("bad escape `\\x`")),
+            row(
+                "group out of range",
+                Some("a\n"),
+                r"regexp: '(a)'
+replace: '\2'",
+                Err("`replace` refers to group 2, but `regexp` has 1 group(s)"),
+            ),
+            row(
+                "two-digit group reference",
+                Some("a\n"),
+                r"regexp: '(a)'
+replace: '\10'",
+                Err("refers to group 10"),
+            ),
+            row(
+                "unknown group name",
+                Some("a\n"),
+                r"regexp: '(a)'
+replace: '\g<nope>'",
+                Err("refers to group `nope`"),
+            ),
+            row(
+                "bad escape",
+                Some("a\n"),
+                r"regexp: 'a'
+replace: '\x41'",
+                Err("bad escape `\\x`"),
+            ),
             row("lone backslash", Some("a\n"), "regexp: 'a'\nreplace: 'b\\'", Err("lone backslash")),
         ];
         edit_table::<Replace>(&rows, edit);

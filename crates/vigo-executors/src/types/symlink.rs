@@ -310,7 +310,7 @@ mod tests {
         let missing = spec::<Symlink>("path: /etc/x");
         assert_eq!(Symlink::lint(&missing, common).first().and_then(|l| l.field.as_deref()), Some("target"));
         assert!(Symlink::lint(&spec::<Symlink>("path: /etc/x\nensure: absent"), common).is_empty());
-        assert!(Symlink::lint(&spec::<Symlink>("path: /etc/x\ntarget: y"), common).is_empty());
+        assert!(Symlink::lint(&spec::<Symlink>("path: /etc/x\ntarget: other"), common).is_empty());
         assert_eq!(Symlink::targets(&missing), [Target::Path("/etc/x".into())]);
     }
 }

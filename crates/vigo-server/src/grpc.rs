@@ -1,0 +1,325 @@
+//! The agent-facing gRPC service on TCP 1530: enrollment and signed check-ins.
+//!
+//! TLS is terminated here with the fleet's rustls config (client certificates
+//! optional at the handshake, revoked ones refused there); each call then decides
+//! whether it needs an identity. Every refusal is logged with its reason and
+//! changes no state.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status};
+use vigo_proto::agent_server::{Agent, AgentServer};
+use vigo_proto::{check_in_response, Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, NotModified, Signed};
+use vigo_store::{EnvoyRow, WriteOp};
+
+use crate::fleet::Envoy;
+use crate::server::Server;
+
+/// Who is on the other end of a connection, as established by the TLS handshake.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    /// The envoy name from a verified client certificate.
+    pub identity: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+/// A TLS connection that tells tonic who the peer is.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    peer: Peer,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently; yields the
+/// connections that made it. A failed handshake (bad or revoked certificate) is logged.
+pub fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        let certs = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+                        let identity = vigo_pki::peer_identity(&certs);
+                        let fingerprint = certs.first().map(|c| vigo_pki::cert_fingerprint(c));
+                        let peer = Peer { addr: Some(addr), identity, fingerprint };
+                        let _ = tx.send(Ok(TlsConn { inner: tls, peer })).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(peer = %addr, reason = %e, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(peer = %addr, reason = "timeout", "TLS handshake refused"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The gRPC service.
+pub struct AgentService {
+    pub server: Server,
+}
+
+impl AgentService {
+    pub fn into_service(self) -> AgentServer<Self> {
+        AgentServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+    }
+}
+
+fn peer_of<T>(req: &Request<T>) -> Peer {
+    req.extensions().get::<Peer>().cloned().unwrap_or(Peer { addr: req.remote_addr(), identity: None, fingerprint: None })
+}
+
+fn refuse(peer: &Peer, envoy: &str, reason: &str, status: Status) -> Status {
+    tracing::warn!(peer = ?peer.addr, envoy, reason, "request refused");
+    status
+}
+
+/// A hostname an envoy may be named by: RFC 1123 labels, at most 253 bytes.
+pub fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let peer = peer_of(&req);
+        let r = req.into_inner();
+        let host = r.hostname.trim().to_ascii_lowercase();
+        if !valid_hostname(&host) {
+            return Err(refuse(&peer, &host, "invalid hostname", Status::invalid_argument("invalid hostname")));
+        }
+        let Some(id) = vigo_pki::token::token_id(&r.token) else {
+            return Err(refuse(&peer, &host, "malformed token", Status::unauthenticated("invalid enrollment token")));
+        };
+        let tokens = self.server.store.tokens().await.map_err(|e| Status::internal(e.to_string()))?;
+        let Some(row) = tokens.into_iter().find(|t| t.id == id) else {
+            return Err(refuse(&peer, &host, "unknown token", Status::unauthenticated("invalid enrollment token")));
+        };
+        let now = crate::now();
+        let token = r.token.clone();
+        let hash = row.hash.clone();
+        let matches = tokio::task::spawn_blocking(move || vigo_pki::token::verify(&token, &hash)).await.unwrap_or(false);
+        if !matches {
+            return Err(refuse(&peer, &host, "token does not match", Status::unauthenticated("invalid enrollment token")));
+        }
+        if row.revoked {
+            return Err(refuse(&peer, &host, "token revoked", Status::permission_denied("enrollment token was revoked")));
+        }
+        if row.used_at.is_some() {
+            return Err(refuse(&peer, &host, "token already used", Status::permission_denied("enrollment token was already used")));
+        }
+        if row.expires_at.is_some_and(|t| t <= now) {
+            return Err(refuse(&peer, &host, "token expired", Status::permission_denied("enrollment token has expired")));
+        }
+        let glob_ok = glob::Pattern::new(&row.hosts).is_ok_and(|p| p.matches(&host));
+        if !glob_ok {
+            let why = format!("hostname does not match token glob `{}`", row.hosts);
+            return Err(refuse(&peer, &host, &why, Status::permission_denied(why.clone())));
+        }
+        let key_bytes: [u8; 32] = r
+            .signing_public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| refuse(&peer, &host, "bad signing key", Status::invalid_argument("signing key must be 32 bytes")))?;
+        let key = {
+            use base64::Engine as _;
+            vigo_pki::PublicKey::from_b64(&base64::engine::general_purpose::STANDARD.encode(key_bytes))
+                .map_err(|e| refuse(&peer, &host, "bad signing key", Status::invalid_argument(e.to_string())))?
+        };
+        if self.server.fleet.get(&host).is_some_and(|e| e.revoked_at.is_none()) {
+            return Err(refuse(&peer, &host, "name already enrolled", Status::already_exists(format!("envoy `{host}` is already enrolled; revoke it first"))));
+        }
+        let cert = self
+            .server
+            .ca
+            .sign_envoy_csr(&r.csr_pem, &host, 365)
+            .map_err(|e| refuse(&peer, &host, "bad CSR", Status::invalid_argument(e.to_string())))?;
+        let fingerprint = vigo_pki::tls::pem_fingerprint(&cert).map_err(|e| Status::internal(e.to_string()))?;
+        if !self.server.store.use_token(&row.id, &host, now).await.map_err(|e| Status::internal(e.to_string()))? {
+            return Err(refuse(&peer, &host, "token raced", Status::permission_denied("enrollment token was already used")));
+        }
+        let envoy_row = EnvoyRow {
+            name: host.clone(),
+            signing_key: key_bytes.to_vec(),
+            cert_fingerprint: fingerprint.clone(),
+            enrolled_at: now,
+            revoked_at: None,
+            last_checkin: None,
+            traits_json: None,
+            policy_version: None,
+            last_report_json: None,
+            report_seq: 0,
+        };
+        self.server.store.insert_envoy(&envoy_row).await.map_err(|e| Status::internal(e.to_string()))?;
+        self.server.fleet.insert(Envoy {
+            name: host.clone(),
+            key,
+            cert_fingerprint: fingerprint,
+            enrolled_at: now,
+            revoked_at: None,
+            last_checkin: None,
+            traits: None,
+            traits_digest: None,
+            policy_version: None,
+            last_report: None,
+            report_seq: 0,
+            bundle: None,
+        });
+        tracing::info!(envoy = %host, token = %row.id, peer = ?peer.addr, "envoy enrolled");
+        Ok(Response::new(EnrollResponse {
+            envoy: host,
+            certificate_pem: cert,
+            ca_pem: self.server.ca.cert_pem().to_string(),
+            bundle_public_key: self.server.bundle_key.public_key().as_bytes().to_vec(),
+            interval_secs: self.server.settings.interval_secs,
+        }))
+    }
+
+    async fn check_in(&self, req: Request<Signed>) -> Result<Response<CheckInResponse>, Status> {
+        let peer = peer_of(&req);
+        let signed = req.into_inner();
+        let Some(identity) = peer.identity.clone() else {
+            return Err(refuse(&peer, "-", "no client certificate", Status::unauthenticated("a client certificate is required")));
+        };
+        let body = CheckInBody::decode(signed.body.as_slice())
+            .map_err(|_| refuse(&peer, &identity, "malformed body", Status::invalid_argument("malformed check-in body")))?;
+        if body.envoy != identity {
+            let why = format!("certificate is for `{identity}` but the request claims `{}`", body.envoy);
+            return Err(refuse(&peer, &identity, &why, Status::permission_denied(why.clone())));
+        }
+        let (key, fingerprint) = self
+            .server
+            .fleet
+            .active_key(&identity)
+            .map_err(|why| refuse(&peer, &identity, why, Status::permission_denied(why)))?;
+        if peer.fingerprint.as_deref() != Some(fingerprint.as_str()) {
+            return Err(refuse(&peer, &identity, "certificate is not the one issued at enrollment", Status::permission_denied("certificate not current")));
+        }
+        let sig = vigo_pki::RequestSignature {
+            timestamp: signed.timestamp,
+            nonce: signed.nonce.clone(),
+            signature: String::from_utf8(signed.signature.clone()).unwrap_or_default(),
+        };
+        let now = crate::now();
+        if let Err(refusal) = self.server.verifier.verify(&key, "CheckIn", &signed.body, &sig, now) {
+            return Err(refuse(&peer, &identity, &refusal.to_string(), Status::unauthenticated(refusal.to_string())));
+        }
+        self.accept(identity, body, now).await
+    }
+}
+
+impl AgentService {
+    async fn accept(&self, name: String, body: CheckInBody, now: i64) -> Result<Response<CheckInResponse>, Status> {
+        let traits = match &body.traits_json {
+            Some(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| Status::invalid_argument("traits are not JSON"))?;
+                Some((Arc::new(v), String::from_utf8_lossy(bytes).to_string()))
+            }
+            None => None,
+        };
+        let report = body.last_report_json.as_ref().map(|r| String::from_utf8_lossy(r).to_string());
+        let report_seq = i64::try_from(body.report_seq).unwrap_or(i64::MAX);
+        let send_traits = self
+            .server
+            .fleet
+            .update(&name, |e| {
+                e.last_checkin = Some(now);
+                e.policy_version = Some(body.policy_version.clone()).filter(|v| !v.is_empty());
+                if let Some((t, _)) = &traits {
+                    if e.traits_digest.as_deref() != Some(body.traits_digest.as_str()) {
+                        e.bundle = None;
+                    }
+                    e.traits = Some(t.clone());
+                    e.traits_digest = Some(body.traits_digest.clone());
+                }
+                if let Some(r) = &report {
+                    if report_seq > e.report_seq {
+                        e.last_report = Some(Arc::new(r.clone()));
+                        e.report_seq = report_seq;
+                    }
+                }
+                e.traits_digest.as_deref() != Some(body.traits_digest.as_str())
+            })
+            .ok_or_else(|| Status::permission_denied("unknown envoy"))?;
+        self.server
+            .writer
+            .send(WriteOp::CheckIn {
+                envoy: name.clone(),
+                at: now,
+                traits_json: traits.map(|(_, s)| s),
+                policy_version: body.policy_version.clone(),
+                report: report.map(|r| (report_seq, r)),
+            })
+            .await;
+        let policy = match self.server.fleet.bundle_for(&name) {
+            Some(b) if b.version == body.policy_version => check_in_response::Policy::NotModified(NotModified {}),
+            Some(b) => check_in_response::Policy::Bundle(Bundle {
+                version: b.version.clone(),
+                payload: b.payload.clone(),
+                signature: b.signature.clone(),
+            }),
+            None => check_in_response::Policy::NotModified(NotModified {}),
+        };
+        Ok(Response::new(CheckInResponse {
+            policy: Some(policy),
+            interval_secs: self.server.settings.interval_secs,
+            send_traits,
+        }))
+    }
+}

@@ -1,0 +1,134 @@
+//! The server's state directory: keys, certificates, database, first admin token.
+//!
+//! `vigosrv init` creates what is missing and keeps what exists, so running it
+//! twice changes nothing.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use vigo_pki::{FleetCa, SigningKey};
+
+/// Paths inside a state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.root.join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.root.join("server.key")
+    }
+    pub fn bundle_key(&self) -> PathBuf {
+        self.root.join("bundle.key")
+    }
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("vigo.db")
+    }
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.database().display())
+    }
+}
+
+/// What `init` did.
+#[derive(Debug)]
+pub struct InitOutcome {
+    pub ca_fingerprint: String,
+    /// The first admin token, when this run created it.
+    pub admin_token: Option<String>,
+    pub created: Vec<String>,
+}
+
+/// SHA-256 (hex) of an admin token: admin tokens are 32 random bytes, so a plain hash suffices.
+pub fn admin_token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random admin token.
+pub fn new_admin_token() -> (String, String) {
+    use base64::Engine as _;
+    use rand_core::RngCore as _;
+    let mut id = [0u8; 4];
+    let mut secret = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut id);
+    rand_core::OsRng.fill_bytes(&mut secret);
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    (id.clone(), format!("vga_{id}_{secret}"))
+}
+
+/// Creates whatever of the state directory is missing. `names` go into the server
+/// certificate besides the host name, `localhost` and the loopback addresses.
+pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> anyhow::Result<InitOutcome> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(&dir.root).with_context(|| format!("{}: cannot create", dir.root.display()))?;
+    restrict(&dir.root)?;
+    let mut created = Vec::new();
+    let ca = if dir.ca_dir().join("ca.crt").exists() {
+        FleetCa::load(&dir.ca_dir())?
+    } else {
+        let ca = FleetCa::generate("Vigo fleet CA")?;
+        ca.save(&dir.ca_dir())?;
+        created.push("fleet CA".to_string());
+        ca
+    };
+    if !dir.server_cert().exists() || !dir.server_key().exists() {
+        let mut all = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        if let Ok(h) = nix::unistd::gethostname() {
+            all.push(h.to_string_lossy().to_string());
+        }
+        all.extend(names.iter().cloned());
+        all.dedup();
+        let (cert, key) = ca.issue_server_cert(&all)?;
+        write_private(&dir.server_key(), key.as_bytes())?;
+        write_private(&dir.server_cert(), cert.as_bytes())?;
+        created.push("server certificate".to_string());
+    }
+    if !dir.bundle_key().exists() {
+        SigningKey::generate().save(&dir.bundle_key())?;
+        created.push("bundle signing key".to_string());
+    }
+    let url = store_url.map(str::to_string).unwrap_or_else(|| dir.sqlite_url());
+    let store = vigo_store::Store::open(&url).await?;
+    let mut admin_token = None;
+    if store.admin_tokens().await?.is_empty() {
+        let (id, token) = new_admin_token();
+        store.insert_admin_token(&id, &admin_token_hash(&token), crate::now()).await?;
+        write_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
+        created.push(format!("admin token ({})", dir.admin_token().display()));
+        admin_token = Some(token);
+    }
+    Ok(InitOutcome { ca_fingerprint: ca.fingerprint(), admin_token, created })
+}
+
+fn restrict(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| anyhow::anyhow!("{}: cannot restrict permissions: {e}", dir.display()))
+}
+
+/// Writes a file only root may read, atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

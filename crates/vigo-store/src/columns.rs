@@ -1,0 +1,111 @@
+//! Reading typed columns from either backend's rows, so each row struct is decoded by
+//! one function instead of one per backend.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, TokenRow, VersionRow};
+
+type Column<T> = Result<T, sqlx::Error>;
+
+/// The column types the schema uses.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Column<String>;
+    fn opt_text(&self, column: &str) -> Column<Option<String>>;
+    fn int(&self, column: &str) -> Column<i64>;
+    fn opt_int(&self, column: &str) -> Column<Option<i64>>;
+    fn flag(&self, column: &str) -> Column<bool>;
+    fn bytes(&self, column: &str) -> Column<Vec<u8>>;
+}
+
+macro_rules! impl_columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Column<String> {
+                self.try_get(column)
+            }
+            fn opt_text(&self, column: &str) -> Column<Option<String>> {
+                self.try_get(column)
+            }
+            fn int(&self, column: &str) -> Column<i64> {
+                self.try_get(column)
+            }
+            fn opt_int(&self, column: &str) -> Column<Option<i64>> {
+                self.try_get(column)
+            }
+            fn flag(&self, column: &str) -> Column<bool> {
+                self.try_get(column)
+            }
+            fn bytes(&self, column: &str) -> Column<Vec<u8>> {
+                self.try_get(column)
+            }
+        }
+    };
+}
+
+impl_columns!(SqliteRow);
+impl_columns!(PgRow);
+
+pub(crate) fn token(row: &impl Columns) -> Column<TokenRow> {
+    Ok(TokenRow {
+        id: row.text("id")?,
+        hash: row.text("hash")?,
+        hosts: row.text("hosts")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.opt_int("expires_at")?,
+        used_at: row.opt_int("used_at")?,
+        used_by: row.opt_text("used_by")?,
+        revoked: row.flag("revoked")?,
+    })
+}
+
+pub(crate) fn admin_token(row: &impl Columns) -> Column<AdminTokenRow> {
+    Ok(AdminTokenRow {
+        id: row.text("id")?,
+        sha256: row.text("sha256")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn envoy(row: &impl Columns) -> Column<EnvoyRow> {
+    Ok(EnvoyRow {
+        name: row.text("name")?,
+        signing_key: row.bytes("signing_key")?,
+        cert_fingerprint: row.text("cert_fingerprint")?,
+        enrolled_at: row.int("enrolled_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
+        last_checkin: row.opt_int("last_checkin")?,
+        traits_json: row.opt_text("traits_json")?,
+        policy_version: row.opt_text("policy_version")?,
+        last_report_json: row.opt_text("last_report_json")?,
+        report_seq: row.int("report_seq")?,
+    })
+}
+
+pub(crate) fn version(row: &impl Columns) -> Column<VersionRow> {
+    Ok(VersionRow {
+        number: row.int("number")?,
+        message: row.text("message")?,
+        created_at: row.int("created_at")?,
+        active: row.flag("active")?,
+    })
+}
+
+pub(crate) fn bundle(row: &impl Columns) -> Column<BundleRow> {
+    Ok(BundleRow {
+        number: row.int("number")?,
+        set_key: row.text("set_key")?,
+        version: row.text("version")?,
+        payload: row.bytes("payload")?,
+        signature: row.bytes("signature")?,
+    })
+}
+
+/// Decodes every fetched row with `decode`.
+pub(crate) fn all<R: Columns, T>(
+    rows: Column<Vec<R>>,
+    decode: fn(&R) -> Column<T>,
+) -> Column<Vec<T>> {
+    rows?.iter().map(decode).collect()
+}

@@ -1,0 +1,90 @@
+//! The rows the store reads and writes: plain data, no SQL.
+//!
+//! Timestamps are unix seconds.
+
+/// An enrollment token. Only the bcrypt hash of its secret is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    /// bcrypt hash of the secret.
+    pub hash: String,
+    /// Host-name glob the token may enroll.
+    pub hosts: String,
+    pub created_at: i64,
+    /// `None`: never expires.
+    pub expires_at: Option<i64>,
+    pub used_at: Option<i64>,
+    /// Name of the envoy that used the token.
+    pub used_by: Option<String>,
+    pub revoked: bool,
+}
+
+/// An admin API token, stored as the SHA-256 of its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminTokenRow {
+    pub id: String,
+    /// Lowercase hex SHA-256 of the secret.
+    pub sha256: String,
+    pub created_at: i64,
+}
+
+/// An enrolled agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvoyRow {
+    pub name: String,
+    /// ED25519 public key that signs its requests.
+    pub signing_key: Vec<u8>,
+    /// SHA-256 fingerprint of its client certificate.
+    pub cert_fingerprint: String,
+    pub enrolled_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_checkin: Option<i64>,
+    pub traits_json: Option<String>,
+    /// Bundle version it last reported running.
+    pub policy_version: Option<String>,
+    pub last_report_json: Option<String>,
+    /// Sequence number of `last_report_json`; reports with a lower or equal number are stale.
+    pub report_seq: i64,
+}
+
+/// One publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRow {
+    pub number: i64,
+    pub message: String,
+    pub created_at: i64,
+    /// Whether this is the version envoys are served; exactly one after the first publish.
+    pub active: bool,
+}
+
+/// A signed bundle built for one module set of one publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleRow {
+    /// The publish it belongs to ([`VersionRow::number`]).
+    pub number: i64,
+    /// Identifies the module set the bundle was built for.
+    pub set_key: String,
+    /// `<number>-<first 12 hex of sha256(payload)>`.
+    pub version: String,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// A write the server's batching writer queues; [`crate::Store::apply_batch`] applies many
+/// in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// An envoy checked in. Sets `last_checkin` and `policy_version`, `traits_json` when
+    /// given, and the report when given with a sequence number above the stored one, so a
+    /// replayed or reordered report never moves it backwards. A check-in from a name the
+    /// store does not know changes nothing.
+    CheckIn {
+        envoy: String,
+        at: i64,
+        traits_json: Option<String>,
+        policy_version: String,
+        /// `(sequence number, report JSON)`.
+        report: Option<(i64, String)>,
+    },
+}

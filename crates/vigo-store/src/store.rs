@@ -1,0 +1,379 @@
+//! The [`Store`]: opening either backend, and every read and write the server makes.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::columns;
+use crate::error::{Result, StoreError, on_row, on_table, redact};
+use crate::migrations;
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, TokenRow, VersionRow, WriteOp};
+
+/// How long an SQLite writer waits for another connection's write lock before failing;
+/// writes are short, so this only runs out when something is badly wrong.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// WAL lets readers run beside the one writer; a few connections cover the server's
+/// REST readers plus its batching writer.
+const SQLITE_CONNECTIONS: u32 = 4;
+const POSTGRES_CONNECTIONS: u32 = 8;
+
+const TOKENS: &str = "enrollment_tokens";
+const ADMIN_TOKENS: &str = "admin_tokens";
+const ENVOYS: &str = "envoys";
+const VERSIONS: &str = "versions";
+const BUNDLES: &str = "bundles";
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the server's database; cheap to clone, all clones share one pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever typed pool backs the store. Each arm is
+/// type-checked against its own driver, so a value one driver cannot carry fails to
+/// compile instead of failing at run time.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database at `url`, creating an SQLite file if it is missing, and brings
+    /// its schema up to date.
+    ///
+    /// `url` is `sqlite:///abs/path/vigo.db` or `postgres://user@host/db` (also
+    /// `postgresql://`). SQLite runs in WAL mode with foreign keys enforced.
+    pub async fn open(url: &str) -> Result<Store> {
+        let shown = redact(url);
+        let invalid = |source| StoreError::InvalidUrl {
+            url: shown.clone(),
+            source,
+        };
+        let failed = |source| StoreError::Open {
+            url: shown.clone(),
+            source,
+        };
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(invalid)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(BUSY_TIMEOUT);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(SQLITE_CONNECTIONS)
+                .connect_with(options)
+                .await
+                .map_err(failed)?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(invalid)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(POSTGRES_CONNECTIONS)
+                .connect_with(options)
+                .await
+                .map_err(failed)?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl { url: shown });
+        };
+        let store = Store { pool };
+        let migrator = migrations::migrator(store.backend());
+        on_pool!(store, p => migrator.run(p).await)
+            .map_err(|source| StoreError::Migrate { url: shown, source })?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Closes every connection once in-flight statements finish; SQLite folds its WAL
+    /// back into the main file. Every clone of this store is closed with it.
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    // ---- enrollment tokens ----
+
+    pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
+        const SQL: &str = "INSERT INTO enrollment_tokens \
+            (id, hash, hosts, created_at, expires_at, used_at, used_by, revoked) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(&t.id)
+            .bind(&t.hash)
+            .bind(&t.hosts)
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .bind(t.used_at)
+            .bind(&t.used_by)
+            .bind(t.revoked)
+            .execute(p)
+            .await
+            .map(drop))
+        .map_err(on_row(TOKENS, "insert", &t.id))
+    }
+
+    /// Every enrollment token, oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        const SQL: &str = "SELECT id, hash, hosts, created_at, expires_at, used_at, used_by, revoked \
+            FROM enrollment_tokens ORDER BY created_at, id";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::token))
+            .map_err(on_table(TOKENS, "list"))
+    }
+
+    /// Spends token `id` for `envoy`. True only for the one caller that finds it unused,
+    /// not revoked and not expired at `now`: the check and the write are one statement,
+    /// so concurrent enrollments cannot both win.
+    pub async fn use_token(&self, id: &str, envoy: &str, now: i64) -> Result<bool> {
+        const SQL: &str = "UPDATE enrollment_tokens SET used_at = $3, used_by = $2 \
+            WHERE id = $1 AND revoked = FALSE \
+            AND (expires_at IS NULL OR expires_at > $3)";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(id)
+            .bind(envoy)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected() == 1))
+        .map_err(on_row(TOKENS, "use", id))
+    }
+
+    /// Revokes token `id`; true when it exists (revoking twice is not an error).
+    pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        const SQL: &str = "UPDATE enrollment_tokens SET revoked = TRUE WHERE id = $1";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected() == 1))
+        .map_err(on_row(TOKENS, "revoke", id))
+    }
+
+    // ---- admin tokens ----
+
+    pub async fn insert_admin_token(&self, id: &str, sha256_hex: &str, created_at: i64) -> Result<()> {
+        const SQL: &str = "INSERT INTO admin_tokens (id, sha256, created_at) VALUES ($1, $2, $3)";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(id)
+            .bind(sha256_hex)
+            .bind(created_at)
+            .execute(p)
+            .await
+            .map(drop))
+        .map_err(on_row(ADMIN_TOKENS, "insert", id))
+    }
+
+    /// Every admin token, oldest first.
+    pub async fn admin_tokens(&self) -> Result<Vec<AdminTokenRow>> {
+        const SQL: &str = "SELECT id, sha256, created_at FROM admin_tokens ORDER BY created_at, id";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::admin_token))
+            .map_err(on_table(ADMIN_TOKENS, "list"))
+    }
+
+    // ---- envoys ----
+
+    /// Enrolls an envoy. A revoked envoy of the same name is replaced whole (new key,
+    /// no history); an active one is left alone and [`StoreError::Conflict`] returned.
+    pub async fn insert_envoy(&self, e: &EnvoyRow) -> Result<()> {
+        // One statement, so two enrollments racing for a revoked name cannot both replace it.
+        const SQL: &str = "INSERT INTO envoys \
+            (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, \
+             traits_json, policy_version, last_report_json, report_seq) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            ON CONFLICT (name) DO UPDATE SET \
+             signing_key = excluded.signing_key, \
+             cert_fingerprint = excluded.cert_fingerprint, \
+             enrolled_at = excluded.enrolled_at, \
+             revoked_at = excluded.revoked_at, \
+             last_checkin = excluded.last_checkin, \
+             traits_json = excluded.traits_json, \
+             policy_version = excluded.policy_version, \
+             last_report_json = excluded.last_report_json, \
+             report_seq = excluded.report_seq \
+            WHERE TRUE";
+        let written = on_pool!(self, p => sqlx::query(SQL)
+            .bind(&e.name)
+            .bind(&e.signing_key)
+            .bind(&e.cert_fingerprint)
+            .bind(e.enrolled_at)
+            .bind(e.revoked_at)
+            .bind(e.last_checkin)
+            .bind(&e.traits_json)
+            .bind(&e.policy_version)
+            .bind(&e.last_report_json)
+            .bind(e.report_seq)
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(on_row(ENVOYS, "insert", &e.name))?;
+        if written == 0 {
+            return Err(StoreError::Conflict {
+                table: ENVOYS,
+                key: e.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every envoy, by name.
+    pub async fn envoys(&self) -> Result<Vec<EnvoyRow>> {
+        const SQL: &str = "SELECT name, signing_key, cert_fingerprint, enrolled_at, revoked_at, \
+            last_checkin, traits_json, policy_version, last_report_json, report_seq \
+            FROM envoys ORDER BY name";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::envoy))
+            .map_err(on_table(ENVOYS, "list"))
+    }
+
+    /// Revokes envoy `name` at `at`; true when it exists. Revoking twice keeps the first time.
+    pub async fn revoke_envoy(&self, name: &str, at: i64) -> Result<bool> {
+        const SQL: &str = "UPDATE envoys SET revoked_at = COALESCE(revoked_at, $2) WHERE name = $1";
+        on_pool!(self, p => sqlx::query(SQL)
+            .bind(name)
+            .bind(at)
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected() == 1))
+        .map_err(on_row(ENVOYS, "revoke", name))
+    }
+
+    /// Applies every op in one transaction: all of them or, on error, none.
+    pub async fn apply_batch(&self, ops: &[WriteOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // The report columns change only for a newer sequence number; a NULL number
+        // (no report) compares as unknown and keeps them.
+        const CHECK_IN: &str = "UPDATE envoys SET \
+             last_checkin = $2, \
+             policy_version = $3, \
+             traits_json = COALESCE($4, traits_json), \
+             last_report_json = CASE WHEN $5 > report_seq THEN $6 ELSE last_report_json END, \
+             report_seq = CASE WHEN $5 > report_seq THEN $5 ELSE report_seq END \
+            WHERE name = $1";
+        on_pool!(self, p => async {
+            let mut tx = p.begin().await.map_err(on_table(ENVOYS, "begin batch on"))?;
+            for op in ops {
+                match op {
+                    WriteOp::CheckIn { envoy, at, traits_json, policy_version, report } => {
+                        let (seq, json) = match report {
+                            Some((seq, json)) => (Some(*seq), Some(json)),
+                            None => (None, None),
+                        };
+                        sqlx::query(CHECK_IN)
+                            .bind(envoy)
+                            .bind(*at)
+                            .bind(policy_version)
+                            .bind(traits_json)
+                            .bind(seq)
+                            .bind(json)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(on_row(ENVOYS, "record check-in of", envoy))?;
+                    }
+                }
+            }
+            tx.commit().await.map_err(on_table(ENVOYS, "commit batch on"))
+        }
+        .await)
+    }
+
+    // ---- versions and bundles ----
+
+    /// Records publish `v` with its bundles in one transaction and makes it the only
+    /// active version, whatever `v.active` says.
+    pub async fn insert_version(&self, v: &VersionRow, bundles: &[BundleRow]) -> Result<()> {
+        if let Some(b) = bundles.iter().find(|b| b.number != v.number) {
+            return Err(StoreError::BundleMismatch {
+                version: v.number,
+                bundle: b.number,
+                set_key: b.set_key.clone(),
+            });
+        }
+        const DEACTIVATE: &str = "UPDATE versions SET active = FALSE WHERE active = TRUE";
+        const INSERT_VERSION: &str =
+            "INSERT INTO versions (number, message, created_at, active) VALUES ($1, $2, $3, TRUE)";
+        const INSERT_BUNDLE: &str = "INSERT INTO bundles (number, set_key, version, payload, signature) \
+            VALUES ($1, $2, $3, $4, $5)";
+        let number = v.number.to_string();
+        on_pool!(self, p => async {
+            let mut tx = p.begin().await.map_err(on_row(VERSIONS, "begin insert of", &number))?;
+            // Deactivating first keeps the one-active index satisfied at every step.
+            sqlx::query(DEACTIVATE)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_table(VERSIONS, "deactivate"))?;
+            sqlx::query(INSERT_VERSION)
+                .bind(v.number)
+                .bind(&v.message)
+                .bind(v.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_row(VERSIONS, "insert", &number))?;
+            for b in bundles {
+                sqlx::query(INSERT_BUNDLE)
+                    .bind(b.number)
+                    .bind(&b.set_key)
+                    .bind(&b.version)
+                    .bind(&b.payload)
+                    .bind(&b.signature)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(on_row(BUNDLES, "insert", &format!("{number}/{}", b.set_key)))?;
+            }
+            tx.commit().await.map_err(on_row(VERSIONS, "commit insert of", &number))
+        }
+        .await)
+    }
+
+    /// Every version, newest first.
+    pub async fn versions(&self) -> Result<Vec<VersionRow>> {
+        const SQL: &str =
+            "SELECT number, message, created_at, active FROM versions ORDER BY number DESC";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::version))
+            .map_err(on_table(VERSIONS, "list"))
+    }
+
+    /// The version envoys are served, if anything was ever published.
+    pub async fn active_version(&self) -> Result<Option<VersionRow>> {
+        const SQL: &str =
+            "SELECT number, message, created_at, active FROM versions WHERE active = TRUE";
+        on_pool!(self, p => match sqlx::query(SQL).fetch_optional(p).await {
+            Ok(Some(row)) => columns::version(&row).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .map_err(on_table(VERSIONS, "read the active row of"))
+    }
+
+    /// The bundles of version `number`, by set key; empty for an unknown number.
+    pub async fn bundles(&self, number: i64) -> Result<Vec<BundleRow>> {
+        const SQL: &str = "SELECT number, set_key, version, payload, signature \
+            FROM bundles WHERE number = $1 ORDER BY set_key";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).bind(number).fetch_all(p).await, columns::bundle))
+            .map_err(on_row(BUNDLES, "list", &number.to_string()))
+    }
+}

@@ -1,0 +1,381 @@
+//! Behaviour every backend must share: each scenario gets a freshly migrated, empty store.
+//! `tests/sqlite.rs` and `tests/postgres.rs` run the same list through `scenarios!`.
+
+use vigo_store::{BundleRow, EnvoyRow, Store, StoreError, TokenRow, VersionRow, WriteOp};
+
+/// Declares one test per scenario; `$fresh` is an async fn returning `Option<Fixture>`
+/// (`None` skips, e.g. when no PostgreSQL server is configured).
+#[macro_export]
+macro_rules! scenarios {
+    ($fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(fixture) = $fresh().await else { return };
+                common::$name(fixture.store.clone()).await;
+                fixture.finish().await;
+            }
+        )*
+    };
+}
+
+pub const NOW: i64 = 1_800_000_000;
+
+pub fn token(id: &str) -> TokenRow {
+    TokenRow {
+        id: id.to_owned(),
+        hash: format!("$2b$12$hash-of-{id}"),
+        hosts: "web-*".to_owned(),
+        created_at: NOW - 100,
+        expires_at: Some(NOW + 3600),
+        used_at: None,
+        used_by: None,
+        revoked: false,
+    }
+}
+
+pub fn envoy(name: &str) -> EnvoyRow {
+    EnvoyRow {
+        name: name.to_owned(),
+        signing_key: vec![0, 1, 2, 0xfe, 0xff, 0],
+        cert_fingerprint: format!("sha256:{name}"),
+        enrolled_at: NOW,
+        revoked_at: None,
+        last_checkin: None,
+        traits_json: None,
+        policy_version: None,
+        last_report_json: None,
+        report_seq: 0,
+    }
+}
+
+pub fn check_in(envoy: &str, at: i64, traits: Option<&str>, report: Option<(i64, &str)>) -> WriteOp {
+    WriteOp::CheckIn {
+        envoy: envoy.to_owned(),
+        at,
+        traits_json: traits.map(str::to_owned),
+        policy_version: format!("v-{at}"),
+        report: report.map(|(seq, json)| (seq, json.to_owned())),
+    }
+}
+
+pub fn version(number: i64) -> VersionRow {
+    VersionRow {
+        number,
+        message: format!("publish {number}"),
+        created_at: NOW + number,
+        active: true,
+    }
+}
+
+pub fn bundle(number: i64, set_key: &str) -> BundleRow {
+    BundleRow {
+        number,
+        set_key: set_key.to_owned(),
+        version: format!("{number}-0123456789ab"),
+        // Every byte value, including NUL and invalid UTF-8, must come back unchanged.
+        payload: (0..=255u8).chain([0, 0xff, 0xc3]).collect(),
+        signature: vec![0xff; 64],
+    }
+}
+
+pub async fn envoy_named(store: &Store, name: &str) -> Option<EnvoyRow> {
+    let envoys = store.envoys().await.expect("list envoys");
+    envoys.into_iter().find(|e| e.name == name)
+}
+
+pub async fn token_named(store: &Store, id: &str) -> Option<TokenRow> {
+    let tokens = store.tokens().await.expect("list tokens");
+    tokens.into_iter().find(|t| t.id == id)
+}
+
+// ---- scenarios ----
+
+pub async fn empty_store_reads_empty(store: Store) {
+    assert_eq!(store.tokens().await.expect("tokens"), vec![]);
+    assert_eq!(store.admin_tokens().await.expect("admin tokens"), vec![]);
+    assert_eq!(store.envoys().await.expect("envoys"), vec![]);
+    assert_eq!(store.versions().await.expect("versions"), vec![]);
+    assert_eq!(store.active_version().await.expect("active"), None);
+    assert_eq!(store.bundles(1).await.expect("bundles"), vec![]);
+    store.apply_batch(&[]).await.expect("empty batch");
+}
+
+pub async fn tokens_round_trip(store: Store) {
+    let mut never_expires = token("t2");
+    never_expires.expires_at = None;
+    never_expires.created_at = NOW;
+    let mut used = token("t3");
+    used.created_at = NOW + 1;
+    used.used_at = Some(NOW);
+    used.used_by = Some("web-1".to_owned());
+    used.revoked = true;
+    for t in [&used, &token("t1"), &never_expires] {
+        store.insert_token(t).await.expect("insert token");
+    }
+    assert_eq!(
+        store.tokens().await.expect("tokens"),
+        vec![token("t1"), never_expires, used],
+        "oldest first"
+    );
+
+    let err = store.insert_token(&token("t1")).await.expect_err("duplicate id");
+    assert!(
+        matches!(&err, StoreError::Conflict { table: "enrollment_tokens", key } if key == "t1"),
+        "{err:?}"
+    );
+}
+
+pub async fn token_is_single_use(store: Store) {
+    store.insert_token(&token("t1")).await.expect("insert");
+    assert!(store.use_token("t1", "web-1", NOW).await.expect("first use"));
+    assert!(!store.use_token("t1", "web-2", NOW + 1).await.expect("second use"));
+    let t = token_named(&store, "t1").await.expect("token t1");
+    assert_eq!((t.used_at, t.used_by.as_deref()), (Some(NOW), Some("web-1")));
+    assert!(!store.use_token("nope", "web-1", NOW).await.expect("unknown token"));
+}
+
+pub async fn token_refusals(store: Store) {
+    // (expires_at, revoked, usable at NOW)
+    let cases = [
+        (None, false, true),
+        (Some(NOW + 1), false, true),
+        (Some(NOW), false, false),
+        (Some(NOW - 1), false, false),
+        (None, true, false),
+        (Some(NOW + 1), true, false),
+    ];
+    for (i, (expires_at, revoked, usable)) in cases.into_iter().enumerate() {
+        let id = format!("case-{i}");
+        let mut t = token(&id);
+        t.expires_at = expires_at;
+        t.revoked = revoked;
+        store.insert_token(&t).await.expect("insert");
+        let won = store.use_token(&id, "web-1", NOW).await.expect("use");
+        assert_eq!(won, usable, "expires_at {expires_at:?}, revoked {revoked}");
+        let stored = token_named(&store, &id).await.expect("token");
+        assert_eq!(stored.used_at.is_some(), usable, "refusal must not mark {id} used");
+    }
+}
+
+pub async fn revoke_token_blocks_use(store: Store) {
+    store.insert_token(&token("t1")).await.expect("insert");
+    assert!(store.revoke_token("t1").await.expect("revoke"));
+    assert!(store.revoke_token("t1").await.expect("revoke again"), "revoking twice still finds it");
+    assert!(!store.revoke_token("nope").await.expect("revoke unknown"));
+    assert!(token_named(&store, "t1").await.expect("t1").revoked);
+    assert!(!store.use_token("t1", "web-1", NOW).await.expect("use revoked"));
+}
+
+pub async fn token_race_has_one_winner(store: Store) {
+    store.insert_token(&token("race")).await.expect("insert");
+    let racers: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let envoy = format!("web-{i}");
+                let won = store.use_token("race", &envoy, NOW).await.expect("use token");
+                (envoy, won)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (envoy, won) = racer.await.expect("racer task");
+        if won {
+            winners.push(envoy);
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let t = token_named(&store, "race").await.expect("token");
+    assert_eq!(t.used_by, winners.pop());
+}
+
+pub async fn admin_tokens_round_trip(store: Store) {
+    let hex = "ab".repeat(32);
+    store.insert_admin_token("admin-2", &hex, NOW + 1).await.expect("insert");
+    store.insert_admin_token("admin-1", &"cd".repeat(32), NOW).await.expect("insert");
+    let ids: Vec<_> = store
+        .admin_tokens()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| (t.id, t.sha256, t.created_at))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("admin-1".to_owned(), "cd".repeat(32), NOW),
+            ("admin-2".to_owned(), hex.clone(), NOW + 1)
+        ]
+    );
+    let err = store.insert_admin_token("admin-1", &"ef".repeat(32), NOW).await.expect_err("dup id");
+    assert!(matches!(err, StoreError::Conflict { table: "admin_tokens", .. }), "{err:?}");
+    let err = store.insert_admin_token("admin-3", &hex, NOW).await.expect_err("dup hash");
+    assert!(matches!(err, StoreError::Conflict { table: "admin_tokens", .. }), "{err:?}");
+}
+
+pub async fn envoys_round_trip(store: Store) {
+    let mut full = envoy("db-1");
+    full.revoked_at = Some(NOW + 5);
+    full.last_checkin = Some(NOW + 1);
+    full.traits_json = Some(r#"{"os_family":"debian"}"#.to_owned());
+    full.policy_version = Some("3-0123456789ab".to_owned());
+    full.last_report_json = Some(r#"{"changed":2}"#.to_owned());
+    full.report_seq = 7;
+    store.insert_envoy(&envoy("web-1")).await.expect("insert web-1");
+    store.insert_envoy(&full).await.expect("insert db-1");
+    assert_eq!(store.envoys().await.expect("list"), vec![full, envoy("web-1")], "by name");
+}
+
+pub async fn enrollment_rules(store: Store) {
+    store.insert_envoy(&envoy("web-1")).await.expect("enroll");
+
+    let mut again = envoy("web-1");
+    again.signing_key = vec![9; 32];
+    let err = store.insert_envoy(&again).await.expect_err("active name");
+    assert!(
+        matches!(&err, StoreError::Conflict { table: "envoys", key } if key == "web-1"),
+        "{err:?}"
+    );
+    assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "active row untouched");
+
+    store
+        .apply_batch(&[check_in("web-1", NOW + 10, Some("{}"), Some((4, "{}")))])
+        .await
+        .expect("check in");
+    assert!(store.revoke_envoy("web-1", NOW + 20).await.expect("revoke"));
+    assert!(store.revoke_envoy("web-1", NOW + 30).await.expect("revoke again"));
+    assert_eq!(
+        envoy_named(&store, "web-1").await.expect("web-1").revoked_at,
+        Some(NOW + 20),
+        "revoking twice keeps the first time"
+    );
+    assert!(!store.revoke_envoy("nope", NOW).await.expect("revoke unknown"));
+
+    // Re-enrolling a revoked name replaces the whole row, history included.
+    again.enrolled_at = NOW + 40;
+    store.insert_envoy(&again).await.expect("re-enroll revoked name");
+    assert_eq!(envoy_named(&store, "web-1").await, Some(again.clone()));
+    let err = store.insert_envoy(&envoy("web-1")).await.expect_err("active again");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.envoys().await.expect("list").len(), 1);
+}
+
+pub async fn check_in_updates(store: Store) {
+    for name in ["web-1", "web-2"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    let traits = r#"{"os_family":"debian"}"#;
+    store
+        .apply_batch(&[
+            check_in("web-1", NOW + 1, Some(traits), Some((1, r#"{"run":1}"#))),
+            check_in("web-2", NOW + 2, None, None),
+            check_in("ghost", NOW + 3, None, None),
+        ])
+        .await
+        .expect("batch");
+    let web1 = envoy_named(&store, "web-1").await.expect("web-1");
+    assert_eq!(web1.last_checkin, Some(NOW + 1));
+    assert_eq!(web1.policy_version.as_deref(), Some("v-1800000001"));
+    assert_eq!(web1.traits_json.as_deref(), Some(traits));
+    assert_eq!((web1.report_seq, web1.last_report_json.as_deref()), (1, Some(r#"{"run":1}"#)));
+    let web2 = envoy_named(&store, "web-2").await.expect("web-2");
+    assert_eq!((web2.last_checkin, web2.traits_json, web2.report_seq), (Some(NOW + 2), None, 0));
+    assert_eq!(envoy_named(&store, "ghost").await, None, "unknown names are not created");
+
+    // (traits sent, report sent, expected traits, expected (seq, report))
+    let cases = [
+        (None, None, Some(traits), (1, r#"{"run":1}"#)),
+        (Some(r#"{"os_family":"redhat"}"#), Some((3, r#"{"run":3}"#)), Some(r#"{"os_family":"redhat"}"#), (3, r#"{"run":3}"#)),
+        (None, Some((3, r#"{"run":"dup"}"#)), Some(r#"{"os_family":"redhat"}"#), (3, r#"{"run":3}"#)),
+        (None, Some((2, r#"{"run":2}"#)), Some(r#"{"os_family":"redhat"}"#), (3, r#"{"run":3}"#)),
+        (None, Some((4, r#"{"run":4}"#)), Some(r#"{"os_family":"redhat"}"#), (4, r#"{"run":4}"#)),
+    ];
+    for (i, (sent_traits, sent_report, want_traits, want_report)) in cases.into_iter().enumerate() {
+        let at = NOW + 10 + i as i64;
+        store
+            .apply_batch(&[check_in("web-1", at, sent_traits, sent_report)])
+            .await
+            .expect("check in");
+        let web1 = envoy_named(&store, "web-1").await.expect("web-1");
+        assert_eq!(web1.last_checkin, Some(at), "case {i}");
+        assert_eq!(web1.traits_json.as_deref(), want_traits, "case {i}");
+        assert_eq!((web1.report_seq, web1.last_report_json.as_deref()), (want_report.0, Some(want_report.1)), "case {i}");
+    }
+
+    // Later ops in one batch see earlier ones: a batch holding a stale report after a new
+    // one keeps the new one.
+    store
+        .apply_batch(&[
+            check_in("web-2", NOW + 50, None, Some((9, r#"{"run":9}"#))),
+            check_in("web-2", NOW + 51, None, Some((8, r#"{"run":8}"#))),
+        ])
+        .await
+        .expect("batch");
+    let web2 = envoy_named(&store, "web-2").await.expect("web-2");
+    assert_eq!((web2.last_checkin, web2.report_seq), (Some(NOW + 51), 9));
+}
+
+pub async fn batch_is_atomic(store: Store) {
+    for name in ["web-1", "web-2"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    let err = store
+        .apply_batch(&[
+            check_in("web-1", NOW + 1, Some("{}"), Some((1, "{}"))),
+            check_in("web-2", NOW + 1, Some("not json"), None),
+        ])
+        .await
+        .expect_err("invalid traits JSON");
+    let message = err.to_string();
+    assert!(message.contains("envoys") && message.contains("web-2"), "{message}");
+    assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "first op rolled back");
+    assert_eq!(envoy_named(&store, "web-2").await, Some(envoy("web-2")));
+
+    // The store stays usable after a failed batch.
+    store
+        .apply_batch(&[check_in("web-1", NOW + 2, None, None)])
+        .await
+        .expect("batch after failure");
+    assert_eq!(envoy_named(&store, "web-1").await.expect("web-1").last_checkin, Some(NOW + 2));
+}
+
+pub async fn versions_and_bundles(store: Store) {
+    let first = [bundle(1, "base"), bundle(1, "a-web")];
+    store.insert_version(&version(1), &first).await.expect("publish 1");
+    let mut second = version(2);
+    second.active = false; // ignored: a new publish is always the active one
+    store.insert_version(&second, &[bundle(2, "base")]).await.expect("publish 2");
+
+    let mut v1 = version(1);
+    v1.active = false;
+    assert_eq!(store.versions().await.expect("versions"), vec![version(2), v1.clone()]);
+    assert_eq!(store.active_version().await.expect("active"), Some(version(2)));
+    assert_eq!(
+        store.bundles(1).await.expect("bundles 1"),
+        vec![bundle(1, "a-web"), bundle(1, "base")],
+        "by set key, bytes unchanged"
+    );
+    assert_eq!(store.bundles(2).await.expect("bundles 2"), vec![bundle(2, "base")]);
+    assert_eq!(store.bundles(3).await.expect("bundles 3"), vec![]);
+
+    // A failing publish changes nothing: neither the active flag nor any bundle.
+    let err = store
+        .insert_version(&version(3), &[bundle(3, "x"), bundle(3, "x")])
+        .await
+        .expect_err("duplicate set key");
+    assert!(matches!(&err, StoreError::Conflict { table: "bundles", key } if key == "3/x"), "{err:?}");
+    let err = store.insert_version(&version(2), &[]).await.expect_err("duplicate number");
+    assert!(matches!(&err, StoreError::Conflict { table: "versions", key } if key == "2"), "{err:?}");
+    assert_eq!(store.active_version().await.expect("active"), Some(version(2)));
+    assert_eq!(store.versions().await.expect("versions").len(), 2);
+    assert_eq!(store.bundles(3).await.expect("bundles 3"), vec![]);
+
+    let err = store
+        .insert_version(&version(4), &[bundle(5, "base")])
+        .await
+        .expect_err("bundle of another version");
+    assert!(matches!(err, StoreError::BundleMismatch { version: 4, bundle: 5, .. }), "{err:?}");
+    assert_eq!(store.versions().await.expect("versions").len(), 2);
+}
