@@ -61,11 +61,7 @@ pub(crate) fn token(row: &impl Columns) -> Column<TokenRow> {
 }
 
 pub(crate) fn admin_token(row: &impl Columns) -> Column<AdminTokenRow> {
-    Ok(AdminTokenRow {
-        id: row.text("id")?,
-        sha256: row.text("sha256")?,
-        created_at: row.int("created_at")?,
-    })
+    Ok(AdminTokenRow { id: row.text("id")?, sha256: row.text("sha256")?, created_at: row.int("created_at")? })
 }
 
 pub(crate) fn envoy(row: &impl Columns) -> Column<EnvoyRow> {
@@ -103,9 +99,6 @@ pub(crate) fn bundle(row: &impl Columns) -> Column<BundleRow> {
 }
 
 /// Decodes every fetched row with `decode`.
-pub(crate) fn all<R: Columns, T>(
-    rows: Column<Vec<R>>,
-    decode: fn(&R) -> Column<T>,
-) -> Column<Vec<T>> {
+pub(crate) fn all<R: Columns, T>(rows: Column<Vec<R>>, decode: fn(&R) -> Column<T>) -> Column<Vec<T>> {
     rows?.iter().map(decode).collect()
 }

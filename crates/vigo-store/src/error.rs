@@ -56,26 +56,15 @@ pub enum StoreError {
 
     /// A bundle handed to `insert_version` belongs to another version.
     #[error("bundle {set_key:?} carries version number {bundle} but is inserted with version {version}")]
-    BundleMismatch {
-        version: i64,
-        bundle: i64,
-        set_key: String,
-    },
+    BundleMismatch { version: i64, bundle: i64, set_key: String },
 }
 
 /// Result with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Error context for a statement over a whole table.
-pub(crate) fn on_table(
-    table: &'static str,
-    operation: &'static str,
-) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query {
-        table,
-        operation,
-        source,
-    }
+pub(crate) fn on_table(table: &'static str, operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { table, operation, source }
 }
 
 /// Error context for a statement about one row; a unique-key violation becomes
@@ -88,16 +77,7 @@ pub(crate) fn on_row(
     let key = key.to_owned();
     move |source| {
         let unique = matches!(&source, sqlx::Error::Database(db) if db.is_unique_violation());
-        if unique {
-            StoreError::Conflict { table, key }
-        } else {
-            StoreError::Row {
-                table,
-                operation,
-                key,
-                source,
-            }
-        }
+        if unique { StoreError::Conflict { table, key } } else { StoreError::Row { table, operation, key, source } }
     }
 }
 
@@ -150,7 +130,10 @@ mod tests {
             ("sqlite:///var/lib/vigo/vigo.db", "sqlite:///var/lib/vigo/vigo.db"),
             ("sqlite:vigo.db", "sqlite:vigo.db"),
             ("postgres://db/vigo?user=a@b", "postgres://db/vigo?user=a@b"),
-            ("postgres://db/vigo?user=a&password=x&sslmode=disable", "postgres://db/vigo?user=a&password=***&sslmode=disable"),
+            (
+                "postgres://db/vigo?user=a&password=x&sslmode=disable",
+                "postgres://db/vigo?user=a&password=***&sslmode=disable",
+            ),
         ];
         for (url, want) in cases {
             assert_eq!(redact(url), want, "{url}");

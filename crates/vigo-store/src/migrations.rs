@@ -28,13 +28,7 @@ pub(crate) fn migrator(backend: Backend) -> Migrator {
                 Backend::Sqlite => sqlite,
                 Backend::Postgres => postgres,
             };
-            Migration::new(
-                version,
-                Cow::Borrowed(description),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
+            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false)
         })
         .collect();
     Migrator::with_migrations(migrations)
@@ -50,21 +44,13 @@ mod tests {
     /// description, so adding one without registering it fails here.
     #[test]
     fn every_migration_file_is_listed() {
-        let listed: BTreeSet<String> = MIGRATIONS
-            .iter()
-            .map(|(version, description, _, _)| format!("{version:04}_{description}.sql"))
-            .collect();
+        let listed: BTreeSet<String> =
+            MIGRATIONS.iter().map(|(version, description, _, _)| format!("{version:04}_{description}.sql")).collect();
         for dialect in ["sqlite", "postgres"] {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
             let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
                 .expect("migrations directory exists")
-                .map(|entry| {
-                    entry
-                        .expect("readable directory entry")
-                        .file_name()
-                        .to_string_lossy()
-                        .into_owned()
-                })
+                .map(|entry| entry.expect("readable directory entry").file_name().to_string_lossy().into_owned())
                 .collect();
             assert_eq!(on_disk, listed, "{}", dir.display());
         }

@@ -64,14 +64,8 @@ impl Store {
     /// `postgresql://`). SQLite runs in WAL mode with foreign keys enforced.
     pub async fn open(url: &str) -> Result<Store> {
         let shown = redact(url);
-        let invalid = |source| StoreError::InvalidUrl {
-            url: shown.clone(),
-            source,
-        };
-        let failed = |source| StoreError::Open {
-            url: shown.clone(),
-            source,
-        };
+        let invalid = |source| StoreError::InvalidUrl { url: shown.clone(), source };
+        let failed = |source| StoreError::Open { url: shown.clone(), source };
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(invalid)?
@@ -98,8 +92,7 @@ impl Store {
         };
         let store = Store { pool };
         let migrator = migrations::migrator(store.backend());
-        on_pool!(store, p => migrator.run(p).await)
-            .map_err(|source| StoreError::Migrate { url: shown, source })?;
+        on_pool!(store, p => migrator.run(p).await).map_err(|source| StoreError::Migrate { url: shown, source })?;
         Ok(store)
     }
 
@@ -150,7 +143,7 @@ impl Store {
     /// so concurrent enrollments cannot both win.
     pub async fn use_token(&self, id: &str, envoy: &str, now: i64) -> Result<bool> {
         const SQL: &str = "UPDATE enrollment_tokens SET used_at = $3, used_by = $2 \
-            WHERE id = $1 AND revoked = FALSE \
+            WHERE id = $1 AND used_at IS NULL AND revoked = FALSE \
             AND (expires_at IS NULL OR expires_at > $3)";
         on_pool!(self, p => sqlx::query(SQL)
             .bind(id)
@@ -214,7 +207,7 @@ impl Store {
              policy_version = excluded.policy_version, \
              last_report_json = excluded.last_report_json, \
              report_seq = excluded.report_seq \
-            WHERE TRUE";
+            WHERE envoys.revoked_at IS NOT NULL";
         let written = on_pool!(self, p => sqlx::query(SQL)
             .bind(&e.name)
             .bind(&e.signing_key)
@@ -231,10 +224,7 @@ impl Store {
             .map(|done| done.rows_affected()))
         .map_err(on_row(ENVOYS, "insert", &e.name))?;
         if written == 0 {
-            return Err(StoreError::Conflict {
-                table: ENVOYS,
-                key: e.name.clone(),
-            });
+            return Err(StoreError::Conflict { table: ENVOYS, key: e.name.clone() });
         }
         Ok(())
     }
@@ -307,11 +297,7 @@ impl Store {
     /// active version, whatever `v.active` says.
     pub async fn insert_version(&self, v: &VersionRow, bundles: &[BundleRow]) -> Result<()> {
         if let Some(b) = bundles.iter().find(|b| b.number != v.number) {
-            return Err(StoreError::BundleMismatch {
-                version: v.number,
-                bundle: b.number,
-                set_key: b.set_key.clone(),
-            });
+            return Err(StoreError::BundleMismatch { version: v.number, bundle: b.number, set_key: b.set_key.clone() });
         }
         const DEACTIVATE: &str = "UPDATE versions SET active = FALSE WHERE active = TRUE";
         const INSERT_VERSION: &str =
@@ -351,16 +337,14 @@ impl Store {
 
     /// Every version, newest first.
     pub async fn versions(&self) -> Result<Vec<VersionRow>> {
-        const SQL: &str =
-            "SELECT number, message, created_at, active FROM versions ORDER BY number DESC";
+        const SQL: &str = "SELECT number, message, created_at, active FROM versions ORDER BY number DESC";
         on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::version))
             .map_err(on_table(VERSIONS, "list"))
     }
 
     /// The version envoys are served, if anything was ever published.
     pub async fn active_version(&self) -> Result<Option<VersionRow>> {
-        const SQL: &str =
-            "SELECT number, message, created_at, active FROM versions WHERE active = TRUE";
+        const SQL: &str = "SELECT number, message, created_at, active FROM versions WHERE active = TRUE";
         on_pool!(self, p => match sqlx::query(SQL).fetch_optional(p).await {
             Ok(Some(row)) => columns::version(&row).map(Some),
             Ok(None) => Ok(None),

@@ -53,13 +53,8 @@ async fn opens_a_new_file_in_wal_mode() {
     assert!(path.is_file(), "database file created");
 
     // WAL is a property of the file, so a separate connection sees it.
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("second connection");
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut conn)
-        .await
-        .expect("journal mode");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("second connection");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.expect("journal mode");
     assert_eq!(mode, "wal");
     conn.close().await.expect("close");
     store.close().await;
@@ -77,10 +72,7 @@ async fn data_survives_reopening() {
         .apply_batch(&[common::check_in("web-1", common::NOW + 1, Some("{}"), Some((1, "[]")))])
         .await
         .expect("check in");
-    store
-        .insert_version(&common::version(1), &[common::bundle(1, "base")])
-        .await
-        .expect("publish");
+    store.insert_version(&common::version(1), &[common::bundle(1, "base")]).await.expect("publish");
     let before = (
         store.tokens().await.expect("tokens"),
         store.admin_tokens().await.expect("admin tokens"),

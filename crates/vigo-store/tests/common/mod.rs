@@ -60,12 +60,7 @@ pub fn check_in(envoy: &str, at: i64, traits: Option<&str>, report: Option<(i64,
 }
 
 pub fn version(number: i64) -> VersionRow {
-    VersionRow {
-        number,
-        message: format!("publish {number}"),
-        created_at: NOW + number,
-        active: true,
-    }
+    VersionRow { number, message: format!("publish {number}"), created_at: NOW + number, active: true }
 }
 
 pub fn bundle(number: i64, set_key: &str) -> BundleRow {
@@ -113,17 +108,10 @@ pub async fn tokens_round_trip(store: Store) {
     for t in [&used, &token("t1"), &never_expires] {
         store.insert_token(t).await.expect("insert token");
     }
-    assert_eq!(
-        store.tokens().await.expect("tokens"),
-        vec![token("t1"), never_expires, used],
-        "oldest first"
-    );
+    assert_eq!(store.tokens().await.expect("tokens"), vec![token("t1"), never_expires, used], "oldest first");
 
     let err = store.insert_token(&token("t1")).await.expect_err("duplicate id");
-    assert!(
-        matches!(&err, StoreError::Conflict { table: "enrollment_tokens", key } if key == "t1"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, StoreError::Conflict { table: "enrollment_tokens", key } if key == "t1"), "{err:?}");
 }
 
 pub async fn token_is_single_use(store: Store) {
@@ -195,20 +183,9 @@ pub async fn admin_tokens_round_trip(store: Store) {
     let hex = "ab".repeat(32);
     store.insert_admin_token("admin-2", &hex, NOW + 1).await.expect("insert");
     store.insert_admin_token("admin-1", &"cd".repeat(32), NOW).await.expect("insert");
-    let ids: Vec<_> = store
-        .admin_tokens()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|t| (t.id, t.sha256, t.created_at))
-        .collect();
-    assert_eq!(
-        ids,
-        vec![
-            ("admin-1".to_owned(), "cd".repeat(32), NOW),
-            ("admin-2".to_owned(), hex.clone(), NOW + 1)
-        ]
-    );
+    let ids: Vec<_> =
+        store.admin_tokens().await.expect("list").into_iter().map(|t| (t.id, t.sha256, t.created_at)).collect();
+    assert_eq!(ids, vec![("admin-1".to_owned(), "cd".repeat(32), NOW), ("admin-2".to_owned(), hex.clone(), NOW + 1)]);
     let err = store.insert_admin_token("admin-1", &"ef".repeat(32), NOW).await.expect_err("dup id");
     assert!(matches!(err, StoreError::Conflict { table: "admin_tokens", .. }), "{err:?}");
     let err = store.insert_admin_token("admin-3", &hex, NOW).await.expect_err("dup hash");
@@ -234,16 +211,10 @@ pub async fn enrollment_rules(store: Store) {
     let mut again = envoy("web-1");
     again.signing_key = vec![9; 32];
     let err = store.insert_envoy(&again).await.expect_err("active name");
-    assert!(
-        matches!(&err, StoreError::Conflict { table: "envoys", key } if key == "web-1"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, StoreError::Conflict { table: "envoys", key } if key == "web-1"), "{err:?}");
     assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "active row untouched");
 
-    store
-        .apply_batch(&[check_in("web-1", NOW + 10, Some("{}"), Some((4, "{}")))])
-        .await
-        .expect("check in");
+    store.apply_batch(&[check_in("web-1", NOW + 10, Some("{}"), Some((4, "{}")))]).await.expect("check in");
     assert!(store.revoke_envoy("web-1", NOW + 20).await.expect("revoke"));
     assert!(store.revoke_envoy("web-1", NOW + 30).await.expect("revoke again"));
     assert_eq!(
@@ -287,21 +258,27 @@ pub async fn check_in_updates(store: Store) {
     // (traits sent, report sent, expected traits, expected (seq, report))
     let cases = [
         (None, None, Some(traits), (1, r#"{"run":1}"#)),
-        (Some(r#"{"os_family":"redhat"}"#), Some((3, r#"{"run":3}"#)), Some(r#"{"os_family":"redhat"}"#), (3, r#"{"run":3}"#)),
+        (
+            Some(r#"{"os_family":"redhat"}"#),
+            Some((3, r#"{"run":3}"#)),
+            Some(r#"{"os_family":"redhat"}"#),
+            (3, r#"{"run":3}"#),
+        ),
         (None, Some((3, r#"{"run":"dup"}"#)), Some(r#"{"os_family":"redhat"}"#), (3, r#"{"run":3}"#)),
         (None, Some((2, r#"{"run":2}"#)), Some(r#"{"os_family":"redhat"}"#), (3, r#"{"run":3}"#)),
         (None, Some((4, r#"{"run":4}"#)), Some(r#"{"os_family":"redhat"}"#), (4, r#"{"run":4}"#)),
     ];
     for (i, (sent_traits, sent_report, want_traits, want_report)) in cases.into_iter().enumerate() {
         let at = NOW + 10 + i as i64;
-        store
-            .apply_batch(&[check_in("web-1", at, sent_traits, sent_report)])
-            .await
-            .expect("check in");
+        store.apply_batch(&[check_in("web-1", at, sent_traits, sent_report)]).await.expect("check in");
         let web1 = envoy_named(&store, "web-1").await.expect("web-1");
         assert_eq!(web1.last_checkin, Some(at), "case {i}");
         assert_eq!(web1.traits_json.as_deref(), want_traits, "case {i}");
-        assert_eq!((web1.report_seq, web1.last_report_json.as_deref()), (want_report.0, Some(want_report.1)), "case {i}");
+        assert_eq!(
+            (web1.report_seq, web1.last_report_json.as_deref()),
+            (want_report.0, Some(want_report.1)),
+            "case {i}"
+        );
     }
 
     // Later ops in one batch see earlier ones: a batch holding a stale report after a new
@@ -334,10 +311,7 @@ pub async fn batch_is_atomic(store: Store) {
     assert_eq!(envoy_named(&store, "web-2").await, Some(envoy("web-2")));
 
     // The store stays usable after a failed batch.
-    store
-        .apply_batch(&[check_in("web-1", NOW + 2, None, None)])
-        .await
-        .expect("batch after failure");
+    store.apply_batch(&[check_in("web-1", NOW + 2, None, None)]).await.expect("batch after failure");
     assert_eq!(envoy_named(&store, "web-1").await.expect("web-1").last_checkin, Some(NOW + 2));
 }
 
@@ -361,10 +335,8 @@ pub async fn versions_and_bundles(store: Store) {
     assert_eq!(store.bundles(3).await.expect("bundles 3"), vec![]);
 
     // A failing publish changes nothing: neither the active flag nor any bundle.
-    let err = store
-        .insert_version(&version(3), &[bundle(3, "x"), bundle(3, "x")])
-        .await
-        .expect_err("duplicate set key");
+    let err =
+        store.insert_version(&version(3), &[bundle(3, "x"), bundle(3, "x")]).await.expect_err("duplicate set key");
     assert!(matches!(&err, StoreError::Conflict { table: "bundles", key } if key == "3/x"), "{err:?}");
     let err = store.insert_version(&version(2), &[]).await.expect_err("duplicate number");
     assert!(matches!(&err, StoreError::Conflict { table: "versions", key } if key == "2"), "{err:?}");
@@ -372,10 +344,7 @@ pub async fn versions_and_bundles(store: Store) {
     assert_eq!(store.versions().await.expect("versions").len(), 2);
     assert_eq!(store.bundles(3).await.expect("bundles 3"), vec![]);
 
-    let err = store
-        .insert_version(&version(4), &[bundle(5, "base")])
-        .await
-        .expect_err("bundle of another version");
+    let err = store.insert_version(&version(4), &[bundle(5, "base")]).await.expect_err("bundle of another version");
     assert!(matches!(err, StoreError::BundleMismatch { version: 4, bundle: 5, .. }), "{err:?}");
     assert_eq!(store.versions().await.expect("versions").len(), 2);
 }
