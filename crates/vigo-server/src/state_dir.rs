@@ -75,7 +75,7 @@ pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> 
     std::fs::create_dir_all(&dir.root).with_context(|| format!("{}: cannot create", dir.root.display()))?;
     restrict(&dir.root)?;
     let mut created = Vec::new();
-    let ca = if dir.ca_dir().join("ca.crt").exists() {
+    let ca = if dir.ca_dir().join(vigo_pki::ca::CA_CERT_FILE).exists() {
         FleetCa::load(&dir.ca_dir())?
     } else {
         let ca = FleetCa::generate("Vigo fleet CA")?;

@@ -17,7 +17,7 @@ use vigo_model::catalog::{Common, Lint, Target};
 use crate::executor::{Applied, Change, Check, Ctx, Drift, ExecError, Executor};
 use crate::safe_fs::{self, Kind, Meta};
 use crate::types::file::{
-    kind_name, open_parent, open_parent_if_exists, show_mode, AbsPath, Account, Ensure, FileMode, WantAttrs,
+    AbsPath, Account, Ensure, FileMode, WantAttrs, kind_name, open_parent, open_parent_if_exists, show_mode,
 };
 
 /// Manages one directory.
@@ -147,11 +147,26 @@ impl Executor for Directory {
 enum Action {
     Nothing,
     /// Make the directory; `replace` first removes the file or symlink at its name.
-    Create { dir: OwnedFd, name: String, replace: bool, want: WantAttrs },
+    Create {
+        dir: OwnedFd,
+        name: String,
+        replace: bool,
+        want: WantAttrs,
+    },
     /// Remove the directory; `tree` removes everything below it too.
-    Remove { dir: OwnedFd, name: String, tree: bool },
+    Remove {
+        dir: OwnedFd,
+        name: String,
+        tree: bool,
+    },
     /// Fix the existing directory's attributes, and those below it when recursing.
-    Update { dir: OwnedFd, name: String, current: Meta, want: WantAttrs, below: Option<Below> },
+    Update {
+        dir: OwnedFd,
+        name: String,
+        current: Meta,
+        want: WantAttrs,
+        below: Option<Below>,
+    },
 }
 
 /// What `recurse` applies below the directory.
@@ -310,7 +325,14 @@ fn count(entries: usize) -> String {
 
 /// Visits everything below the open directory `top` (shown as `shown`), one handle per
 /// level, never following a symlink; records what differs and, with `Walk::Fix`, fixes it.
-fn walk(top: &OwnedFd, shown: &Path, below: &Below, mode: Walk, tally: &mut Tally, depth: usize) -> Result<(), ExecError> {
+fn walk(
+    top: &OwnedFd,
+    shown: &Path,
+    below: &Below,
+    mode: Walk,
+    tally: &mut Tally,
+    depth: usize,
+) -> Result<(), ExecError> {
     if depth >= safe_fs::MAX_TREE_DEPTH {
         return Err(ExecError::failed(format!(
             "{}: more than {} directory levels deep; not recursing further",
@@ -356,10 +378,10 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{attributes, converge, spec, World};
+    use crate::conformance::{World, attributes, converge, spec};
     use crate::executor::Mode;
     use crate::types::file::tests::snapshot;
-    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     fn yaml(path: &Path, rest: &str) -> String {
         format!("path: {}\n{rest}", path.display())
@@ -565,7 +587,9 @@ mod tests {
         let common = Common { name: "d", when: None };
         let loose = spec::<Directory>("path: /srv/x\nfile_mode: \"0644\"");
         assert_eq!(Directory::lint(&loose, common).first().and_then(|l| l.field.as_deref()), Some("file_mode"));
-        assert!(Directory::lint(&spec::<Directory>("path: /srv/x\nrecurse: true\nfile_mode: \"0644\""), common).is_empty());
+        assert!(
+            Directory::lint(&spec::<Directory>("path: /srv/x\nrecurse: true\nfile_mode: \"0644\""), common).is_empty()
+        );
         assert_eq!(Directory::targets(&loose), [Target::Path("/srv/x".into())]);
     }
 }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use vigo_model::catalog::{Common, Lint, Target};
 use wait_timeout::ChildExt;
 
@@ -231,8 +231,7 @@ impl fmt::Display for CommandLine {
 }
 
 fn quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
     if plain { arg.to_string() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
 }
 
@@ -251,9 +250,7 @@ impl<'de> Deserialize<'de> for CommandLine {
                 Ok(CommandLine::Shell(v.to_string()))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<CommandLine, E> {
-                Err(E::custom(format!(
-                    "YAML read this command as the boolean {v}; put it in quotes, e.g. \"true\""
-                )))
+                Err(E::custom(format!("YAML read this command as the boolean {v}; put it in quotes, e.g. \"true\"")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<CommandLine, E> {
                 Err(E::custom(format!("YAML read this command as the number {v}; put it in quotes")))
@@ -335,11 +332,11 @@ impl<'a> Runner<'a> {
     fn new(spec: &'a ExecSpec) -> Result<Self, ExecError> {
         let user = match &spec.user {
             None => None,
-            Some(name) => Some(
-                accounts::lookup_user(name)
-                    .map_err(|e| ExecError::failed(e.to_string()))?
-                    .ok_or_else(|| ExecError::failed(format!("user `{name}` does not exist in {}", accounts::PASSWD)))?,
-            ),
+            Some(name) => {
+                Some(accounts::lookup_user(name).map_err(|e| ExecError::failed(e.to_string()))?.ok_or_else(|| {
+                    ExecError::failed(format!("user `{name}` does not exist in {}", accounts::PASSWD))
+                })?)
+            }
         };
         Ok(Self { spec, user })
     }
@@ -502,7 +499,7 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{attributes, converge, spec, World};
+    use crate::conformance::{World, attributes, converge, spec};
     use crate::executor::Mode;
     use crate::types::file::tests::snapshot;
     use std::path::Path;
@@ -661,9 +658,12 @@ mod tests {
         assert!(lint(Some("changed")).is_empty());
         assert!(lint(Some("changed && os_family('debian')")).is_empty());
         assert_eq!(lint(Some("os_family('debian')")).len(), 1);
-        assert!(Exec::lint(&spec::<Exec>("command: x\nonlyif: test -e /x"), Common { name: "x", when: None }).is_empty());
+        assert!(
+            Exec::lint(&spec::<Exec>("command: x\nonlyif: test -e /x"), Common { name: "x", when: None }).is_empty()
+        );
         let odd = spec::<Exec>("command: x\ncreates: /x\ntimeout: 0\nreturns: []\nenv: { \"A=B\": c }");
-        let fields: Vec<Option<String>> = Exec::lint(&odd, Common { name: "x", when: None }).into_iter().map(|l| l.field).collect();
+        let fields: Vec<Option<String>> =
+            Exec::lint(&odd, Common { name: "x", when: None }).into_iter().map(|l| l.field).collect();
         assert_eq!(fields, [Some("timeout".into()), Some("returns".into()), Some("env".into())]);
     }
 

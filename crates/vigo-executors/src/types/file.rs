@@ -14,8 +14,8 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use vigo_model::catalog::{Common, Lint, Target};
 use vigo_model::secret::REDACTED;
 
@@ -125,7 +125,9 @@ impl Executor for File {
                 };
                 safe_fs::write_at(&dir, &name, content.as_bytes(), attrs, &plan.path)?;
             }
-            Action::Attrs { dir, name, current } => plan.want.apply_to(&dir, &name, &current, Kind::File, &plan.path)?,
+            Action::Attrs { dir, name, current } => {
+                plan.want.apply_to(&dir, &name, &current, Kind::File, &plan.path)?
+            }
         }
         Ok(Applied::default())
     }
@@ -143,10 +145,22 @@ struct Plan {
 
 enum Action {
     Nothing,
-    Remove { dir: OwnedFd, name: String },
+    Remove {
+        dir: OwnedFd,
+        name: String,
+    },
     /// Write `content`; `keep` is the replaced regular file, whose owner and mode stay unless set.
-    Write { dir: OwnedFd, name: String, content: String, keep: Option<Meta> },
-    Attrs { dir: OwnedFd, name: String, current: Meta },
+    Write {
+        dir: OwnedFd,
+        name: String,
+        content: String,
+        keep: Option<Meta>,
+    },
+    Attrs {
+        dir: OwnedFd,
+        name: String,
+        current: Meta,
+    },
 }
 
 fn plan(spec: &FileSpec, ctx: &Ctx<'_>) -> Result<Plan, ExecError> {
@@ -209,7 +223,8 @@ fn plan_present(spec: &FileSpec, ctx: &Ctx<'_>) -> Result<Plan, ExecError> {
             });
             let content = desired.unwrap_or_default();
             if spec.content.is_some() || spec.source.is_some() {
-                plan.diff = Some(if spec.sensitive { REDACTED.to_string() } else { textfile::diff(&plan.path, "", &content) });
+                plan.diff =
+                    Some(if spec.sensitive { REDACTED.to_string() } else { textfile::diff(&plan.path, "", &content) });
             }
             plan.action = Action::Write { dir, name, content, keep: None };
             Ok(plan)
@@ -249,7 +264,12 @@ fn content_change(
         if sensitive {
             return Ok(Some(redacted()));
         }
-        let note = format!("--- {}\n+++ {}\n(current content of {} bytes not shown)\n", path.display(), path.display(), meta.size);
+        let note = format!(
+            "--- {}\n+++ {}\n(current content of {} bytes not shown)\n",
+            path.display(),
+            path.display(),
+            meta.size
+        );
         return Ok(Some((Change::new("content", None, Some(textfile::digest(new))), note)));
     }
     let old = safe_fs::read_at(dir, name, path, textfile::MAX_TEXT)?.unwrap_or_default();
@@ -299,16 +319,12 @@ fn normalize(path: &Path) -> Result<PathBuf, ExecError> {
 pub(crate) fn open_parent(parent: &Path, path: &Path) -> Result<OwnedFd, ExecError> {
     match safe_fs::open_dir(parent) {
         Ok(dir) => Ok(dir),
-        Err(SafeFsError::Sys { errno: Errno::ENOENT, .. }) => Err(ExecError::failed(format!(
-            "{}: parent directory {} does not exist",
-            path.display(),
-            parent.display()
-        ))),
-        Err(SafeFsError::Sys { errno: Errno::ENOTDIR, .. }) => Err(ExecError::failed(format!(
-            "{}: {} is not a directory",
-            path.display(),
-            parent.display()
-        ))),
+        Err(SafeFsError::Sys { errno: Errno::ENOENT, .. }) => {
+            Err(ExecError::failed(format!("{}: parent directory {} does not exist", path.display(), parent.display())))
+        }
+        Err(SafeFsError::Sys { errno: Errno::ENOTDIR, .. }) => {
+            Err(ExecError::failed(format!("{}: {} is not a directory", path.display(), parent.display())))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -472,11 +488,19 @@ impl WantAttrs {
     pub fn resolve(owner: Option<&str>, group: Option<&str>, mode: Option<FileMode>) -> Result<Self, ExecError> {
         let account_error = |e: accounts::AccountsError| ExecError::failed(e.to_string());
         let owner = match owner {
-            Some(name) => Some(accounts::resolve_uid(name).map_err(account_error)?.map_or_else(|| Account::Missing(name.to_string()), Account::Id)),
+            Some(name) => Some(
+                accounts::resolve_uid(name)
+                    .map_err(account_error)?
+                    .map_or_else(|| Account::Missing(name.to_string()), Account::Id),
+            ),
             None => None,
         };
         let group = match group {
-            Some(name) => Some(accounts::resolve_gid(name).map_err(account_error)?.map_or_else(|| Account::Missing(name.to_string()), Account::Id)),
+            Some(name) => Some(
+                accounts::resolve_gid(name)
+                    .map_err(account_error)?
+                    .map_or_else(|| Account::Missing(name.to_string()), Account::Id),
+            ),
             None => None,
         };
         Ok(Self { owner, group, mode: mode.map(|m| m.0) })
@@ -489,14 +513,18 @@ impl WantAttrs {
             Some(Account::Id(uid)) if *uid != meta.uid => {
                 changes.push(Change::set("owner", accounts::user_name(meta.uid), accounts::user_name(*uid)));
             }
-            Some(Account::Missing(name)) => changes.push(Change::set("owner", accounts::user_name(meta.uid), name.clone())),
+            Some(Account::Missing(name)) => {
+                changes.push(Change::set("owner", accounts::user_name(meta.uid), name.clone()))
+            }
             _ => {}
         }
         match &self.group {
             Some(Account::Id(gid)) if *gid != meta.gid => {
                 changes.push(Change::set("group", accounts::group_name(meta.gid), accounts::group_name(*gid)));
             }
-            Some(Account::Missing(name)) => changes.push(Change::set("group", accounts::group_name(meta.gid), name.clone())),
+            Some(Account::Missing(name)) => {
+                changes.push(Change::set("group", accounts::group_name(meta.gid), name.clone()))
+            }
             _ => {}
         }
         if let Some(mode) = self.mode.filter(|m| *m != meta.mode) {
@@ -519,7 +547,14 @@ impl WantAttrs {
 
     /// Sets what differs on `name` in `dir`, through a handle that refuses a symlink;
     /// `kind` guards against the name being swapped for another kind of object since `current` was read.
-    pub fn apply_to(&self, dir: &OwnedFd, name: &str, current: &Meta, kind: Kind, path: &Path) -> Result<(), ExecError> {
+    pub fn apply_to(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        current: &Meta,
+        kind: Kind,
+        path: &Path,
+    ) -> Result<(), ExecError> {
         let (uid, gid) = self.ids(path)?;
         let uid = uid.filter(|u| *u != current.uid);
         let gid = gid.filter(|g| *g != current.gid);
@@ -546,9 +581,9 @@ impl WantAttrs {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::conformance::{attributes, converge, spec, World};
+    use crate::conformance::{World, attributes, converge, spec};
     use crate::executor::Mode;
-    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     /// Everything below `dir` that an executor may touch: kind, owner, mode, content or link target.
     pub(crate) fn snapshot(dir: &Path) -> String {
@@ -784,7 +819,11 @@ pub(crate) mod tests {
         }
         let orphan = tmp.path().join("missing/f");
         let err = File::check(&spec::<File>(&yaml(&orphan, "content: x")), &world.ctx(Mode::NoOp)).expect_err("parent");
-        assert!(err.to_string().contains(&format!("parent directory {} does not exist", tmp.path().join("missing").display())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("parent directory {} does not exist", tmp.path().join("missing").display())),
+            "{err}"
+        );
         let absent = spec::<File>(&yaml(&orphan, "ensure: absent"));
         assert_eq!(File::check(&absent, &world.ctx(Mode::NoOp)).expect("absent parent"), Check::InSync);
         let fifo = tmp.path().join("fifo");

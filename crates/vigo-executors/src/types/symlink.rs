@@ -13,7 +13,7 @@ use vigo_model::catalog::{Common, Lint, Target};
 
 use crate::executor::{Applied, Change, Check, Ctx, Drift, ExecError, Executor};
 use crate::safe_fs::{self, Kind, Meta};
-use crate::types::file::{kind_name, open_parent, open_parent_if_exists, AbsPath, Ensure, WantAttrs};
+use crate::types::file::{AbsPath, Ensure, WantAttrs, kind_name, open_parent, open_parent_if_exists};
 
 /// Manages one symbolic link.
 pub struct Symlink;
@@ -108,10 +108,23 @@ impl Executor for Symlink {
 enum Action {
     Nothing,
     /// Create the link, atomically replacing a link or file at its name.
-    Link { dir: OwnedFd, name: String, target: PathBuf, want: WantAttrs },
+    Link {
+        dir: OwnedFd,
+        name: String,
+        target: PathBuf,
+        want: WantAttrs,
+    },
     /// The link is right; only its owner differs.
-    Chown { dir: OwnedFd, name: String, want: WantAttrs, current: Meta },
-    Remove { dir: OwnedFd, name: String },
+    Chown {
+        dir: OwnedFd,
+        name: String,
+        want: WantAttrs,
+        current: Meta,
+    },
+    Remove {
+        dir: OwnedFd,
+        name: String,
+    },
 }
 
 fn plan(spec: &SymlinkSpec) -> Result<(Vec<Change>, Action), ExecError> {
@@ -191,11 +204,11 @@ fn plan_absent(spec: &SymlinkSpec) -> Result<(Vec<Change>, Action), ExecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-    use crate::conformance::{attributes, converge, spec, World};
+    use crate::conformance::{World, attributes, converge, spec};
     use crate::executor::Mode;
     use crate::types::file::tests::snapshot;
-    use std::os::unix::fs::{symlink, MetadataExt};
+    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::path::Path;
 
     fn read_target(path: &Path) -> PathBuf {
         std::fs::read_link(path).expect("readlink")
@@ -250,7 +263,8 @@ mod tests {
             let want = tmp.path().join("wanted");
             let path = tmp.path().join("link");
             set_up(*initial, &path, &want, &victim);
-            let yaml = format!("path: {}\ntarget: {}\nensure: {ensure}\nowner: root\n{extra}", path.display(), want.display());
+            let yaml =
+                format!("path: {}\ntarget: {}\nensure: {ensure}\nowner: root\n{extra}", path.display(), want.display());
             let drift = converge::<Symlink>(&World::default(), &spec::<Symlink>(&yaml), || snapshot(tmp.path()));
             assert_eq!(attributes(&drift), *expected, "{case}");
             if *ensure == "present" {

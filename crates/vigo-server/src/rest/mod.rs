@@ -111,7 +111,8 @@ async fn require_admin(State(server): State<Server>, req: Request, next: Next) -
         .ok()
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
     let Some(token) = token else {
         return ApiError::unauthorized("the Authorization header must be `Bearer <admin token>`").into_response();
     };

@@ -1,0 +1,306 @@
+//! End-to-end: a real `vigosrv` and real `vigo` agents in separate namespace hosts,
+//! driven with the real `vigocli`, over real mutual TLS.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use vigo_testkit::{Fleet, Host, Process};
+
+/// A workspace binary next to this test executable.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built (run the workspace tests)", path.display());
+    path
+}
+
+const MODULE: &str = "name: web
+resources:
+  - name: motd
+    type: file
+    target_path: /var/lib/vigo/managed/motd
+    content: \"managed by vigo\\n\"
+    mode: \"0644\"
+";
+
+const ASSIGNMENTS: &str = "assignments:
+  - hosts: \"web-*\"
+    modules: [web]
+";
+
+/// A server host with an initialised state dir and a config dir, and its agents.
+struct World {
+    fleet: Fleet,
+    server: Host,
+    srv: Option<Process>,
+    config: tempfile::TempDir,
+    fingerprint: String,
+}
+
+impl World {
+    fn new(label: &str) -> Self {
+        let fleet = Fleet::new(label).expect("fleet");
+        let server = fleet.add_host("server").expect("server host");
+        let config = tempfile::tempdir().expect("config dir");
+        std::fs::create_dir_all(config.path().join("modules")).expect("modules");
+        std::fs::write(config.path().join("modules/web.yaml"), MODULE).expect("module");
+        std::fs::write(config.path().join("assignments.yaml"), ASSIGNMENTS).expect("assignments");
+        std::fs::write(config.path().join("server.yaml"), "interval_secs: 15\n").expect("server.yaml");
+        let ip = server.ip().to_string();
+        let out = server
+            .run_ok(bin("vigosrv"), ["init", "--state-dir", "/var/lib/vigo/server", "--san", &ip])
+            .expect("vigosrv init");
+        let fingerprint = out
+            .lines()
+            .find_map(|l| l.strip_prefix("CA fingerprint (SHA-256): "))
+            .expect("fingerprint printed")
+            .to_string();
+        let mut w = World { fleet, server, srv: None, config, fingerprint };
+        w.start();
+        w
+    }
+
+    fn start(&mut self) {
+        let config = self.config.path().display().to_string();
+        let p = self
+            .server
+            .spawn(bin("vigosrv"), ["--state-dir", "/var/lib/vigo/server", "--config-dir", &config])
+            .expect("start vigosrv");
+        self.srv = Some(p);
+        self.server.wait_tcp(8443, Duration::from_secs(30)).expect("API up");
+        self.server.wait_tcp(1530, Duration::from_secs(30)).expect("gRPC up");
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.srv.take() {
+            p.stop().expect("stop vigosrv");
+        }
+    }
+
+    fn server_log(&self) -> String {
+        self.srv.as_ref().map(Process::log).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let state = self.server.path("/var/lib/vigo/server");
+        std::process::Command::new(bin("vigocli"))
+            .arg("--server")
+            .arg(format!("https://{}:8443", self.server.ip()))
+            .arg("--ca")
+            .arg(state.join("ca/ca.pem"))
+            .arg("--token-file")
+            .arg(state.join("admin.token"))
+            .args(args)
+            .output()
+            .expect("run vigocli")
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "vigocli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    fn token(&self, hosts: &str, ttl: Option<&str>) -> String {
+        let mut args = vec!["token", "create", "--hosts", hosts, "--json"];
+        if let Some(t) = ttl {
+            args.extend(["--ttl", t]);
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.cli_ok(&args)).expect("token json");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    fn agent(&self, name: &str) -> Host {
+        self.fleet.add_host(name).expect("agent host")
+    }
+
+    fn enroll(&self, host: &Host, token: &str) -> Output {
+        let ip = self.server.ip().to_string();
+        host.run(bin("vigo"), ["enroll", "--server", &ip, "--token", token, "--ca-fingerprint", &self.fingerprint])
+            .expect("run vigo enroll")
+    }
+
+    fn publish(&self) -> Output {
+        self.cli(&["publish", "-m", "test"])
+    }
+}
+
+fn run_once(host: &Host) -> Output {
+    host.run(bin("vigo"), ["run", "--once"]).expect("vigo run --once")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const MOTD: &str = "/var/lib/vigo/managed/motd";
+
+#[test]
+fn enrollment_honours_globs_single_use_and_expiry() {
+    let w = World::new("enroll");
+    let (web1, web2, db1) = (w.agent("web-1"), w.agent("web-2"), w.agent("db-1"));
+    let t1 = w.token("web-*", None);
+    assert!(w.enroll(&web1, &t1).status.success(), "web-1: {}", stderr(&w.enroll(&web1, &t1)));
+    // A used token is refused.
+    let again = w.enroll(&web2, &t1);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already used"), "{}", stderr(&again));
+    let t2 = w.token("web-*", None);
+    assert!(w.enroll(&web2, &t2).status.success());
+    // A glob that does not match is refused, and the token stays usable.
+    let t3 = w.token("web-*", None);
+    let db = w.enroll(&db1, &t3);
+    assert!(!db.status.success());
+    assert!(stderr(&db).contains("does not match"), "{}", stderr(&db));
+    // An expired token is refused.
+    let t4 = w.token("db-*", Some("1s"));
+    std::thread::sleep(Duration::from_secs(2));
+    let expired = w.enroll(&db1, &t4);
+    assert!(!expired.status.success());
+    assert!(stderr(&expired).contains("expired"), "{}", stderr(&expired));
+    let envoys: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "list", "--json"])).expect("json");
+    let names: Vec<&str> = envoys.as_array().expect("list").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names, ["web-1", "web-2"]);
+    let log = w.server_log();
+    assert!(log.contains("token already used") && log.contains("token expired"), "refusals are logged:\n{log}");
+}
+
+#[test]
+fn publish_converges_repairs_drift_and_invalid_publish_changes_nothing() {
+    let w = World::new("publish");
+    let (web1, web2) = (w.agent("web-1"), w.agent("web-2"));
+    for h in [&web1, &web2] {
+        let t = w.token(h.name(), None);
+        assert!(w.enroll(h, &t).status.success());
+    }
+    assert!(w.publish().status.success(), "{}", stderr(&w.publish()));
+    // The agent daemon converges within one interval (15 s) of starting.
+    let d1 = web1.spawn(bin("vigo"), ["run"]).expect("daemon");
+    vigo_testkit::wait_for("web-1 converges", Duration::from_secs(20), || web1.path(MOTD).exists()).expect("converged");
+    drop(d1);
+    assert!(run_once(&web2).status.success());
+    for h in [&web1, &web2] {
+        assert_eq!(std::fs::read_to_string(h.path(MOTD)).expect("motd"), "managed by vigo\n");
+    }
+    // A hand edit is repaired at the next check-in.
+    std::fs::write(web2.path(MOTD), "hand edit\n").expect("edit");
+    assert!(run_once(&web2).status.success());
+    assert_eq!(std::fs::read_to_string(web2.path(MOTD)).expect("motd"), "managed by vigo\n");
+    // An invalid publish is refused with every problem, and envoys keep the old version.
+    let before = w.cli_ok(&["versions", "list", "--json"]);
+    std::fs::write(w.config.path().join("modules/web.yaml"), MODULE.replace("content:", "contnet:")).expect("break");
+    let bad = w.publish();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("web.yaml:6:") && stderr(&bad).contains("contnet"), "{}", stderr(&bad));
+    assert_eq!(w.cli_ok(&["versions", "list", "--json"]), before);
+    assert!(run_once(&web2).status.success());
+    assert_eq!(std::fs::read_to_string(web2.path(MOTD)).expect("motd"), "managed by vigo\n");
+    // Results reach the server.
+    assert!(run_once(&web2).status.success());
+    let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-2", "--json"])).expect("json");
+    assert!(show["last_report"]["summary"].is_object(), "{show}");
+}
+
+#[test]
+fn revocation_cuts_an_envoy_off_at_the_handshake_and_restart_keeps_state() {
+    let mut w = World::new("revoke");
+    let (web1, web2) = (w.agent("web-1"), w.agent("web-2"));
+    for h in [&web1, &web2] {
+        let t = w.token(h.name(), None);
+        assert!(w.enroll(h, &t).status.success());
+    }
+    assert!(w.publish().status.success());
+    assert!(run_once(&web1).status.success());
+    assert!(run_once(&web2).status.success());
+    w.cli_ok(&["envoys", "revoke", "web-2"]);
+    let refused = run_once(&web2);
+    assert!(!refused.status.success());
+    assert!(w.server_log().contains("TLS handshake refused"), "{}", w.server_log());
+    assert!(run_once(&web1).status.success(), "web-1 carries on: {}", stderr(&run_once(&web1)));
+    // Restart: envoys, versions and tokens survive; agents reconnect on their own.
+    let spare = w.token("spare-*", None);
+    let versions = w.cli_ok(&["versions", "list", "--json"]);
+    w.stop();
+    w.start();
+    assert_eq!(w.cli_ok(&["versions", "list", "--json"]), versions);
+    let tokens = w.cli_ok(&["token", "list", "--json"]);
+    assert!(tokens.contains(vigo_pki::token::token_id(&spare).expect("id")), "{tokens}");
+    let envoys = w.cli_ok(&["envoys", "list", "--json"]);
+    assert!(envoys.contains("web-1") && envoys.contains("web-2"), "{envoys}");
+    assert!(run_once(&web1).status.success(), "{}", stderr(&run_once(&web1)));
+    assert!(!run_once(&web2).status.success(), "revocation survives a restart");
+}
+
+/// Sends one check-in from the test process with the given TLS identity and signature.
+fn forge(
+    w: &World,
+    tls_from: Option<&Host>,
+    claim: &str,
+    key: &vigo_pki::SigningKey,
+    timestamp: i64,
+    replay: Option<vigo_proto::Signed>,
+) -> (Result<(), tonic::Status>, vigo_proto::Signed) {
+    use prost::Message as _;
+    let ca = std::fs::read_to_string(w.server.path("/var/lib/vigo/server/ca/ca.pem")).expect("ca");
+    let identity = tls_from.map(|h| {
+        let cert = std::fs::read_to_string(h.path("/var/lib/vigo/tls.crt")).expect("cert");
+        let key = vigo_pki::EnvoyTlsKey::load(&h.path("/var/lib/vigo/tls.key")).expect("key").private_key_pem();
+        (cert, key)
+    });
+    let tls = vigo_pki::client_config(&ca, identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))).expect("tls");
+    let signed = replay.unwrap_or_else(|| {
+        let body = vigo_proto::CheckInBody { envoy: claim.to_string(), traits_digest: "x".into(), ..Default::default() }
+            .encode_to_vec();
+        let sig = vigo_pki::sign_request(key, "CheckIn", &body, timestamp);
+        vigo_proto::Signed { body, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let ip = w.server.ip().to_string();
+    let sent = signed.clone();
+    let result = rt.block_on(async move {
+        let mut client = vigo_agent::client::connect(&ip, 1530, tls).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client.check_in(sent).await.map(|_| ())
+    });
+    (result, signed)
+}
+
+fn now() -> i64 {
+    vigo_server::now()
+}
+
+#[test]
+fn forged_replayed_stale_and_misattributed_requests_are_refused_and_logged() {
+    vigo_pki::install_provider();
+    let w = World::new("forge");
+    let (web1, web2) = (w.agent("web-1"), w.agent("web-2"));
+    for h in [&web1, &web2] {
+        let t = w.token(h.name(), None);
+        assert!(w.enroll(h, &t).status.success());
+    }
+    let key1 = vigo_pki::SigningKey::load(&web1.path("/var/lib/vigo/signing.key")).expect("web-1 key");
+    let key2 = vigo_pki::SigningKey::load(&web2.path("/var/lib/vigo/signing.key")).expect("web-2 key");
+    let stranger = vigo_pki::SigningKey::generate();
+    let cases: Vec<(&str, Option<&Host>, &str, &vigo_pki::SigningKey, i64, &str)> = vec![
+        ("bad signature", Some(&web1), "web-1", &stranger, now(), "signature does not verify"),
+        ("stale timestamp", Some(&web1), "web-1", &key1, now() - 3600, "away from server time"),
+        ("future timestamp", Some(&web1), "web-1", &key1, now() + 3600, "away from server time"),
+        ("another envoy's certificate", Some(&web2), "web-1", &key1, now(), "certificate is for `web-2`"),
+        ("another envoy's certificate and key", Some(&web2), "web-1", &key2, now(), "certificate is for `web-2`"),
+        ("no certificate", None, "web-1", &key1, now(), "no client certificate"),
+    ];
+    for (what, tls, claim, key, ts, reason) in cases {
+        let (result, _) = forge(&w, tls, claim, key, ts, None);
+        assert!(result.is_err(), "{what} was accepted");
+        assert!(w.server_log().contains(reason), "{what}: reason `{reason}` not logged:\n{}", w.server_log());
+    }
+    let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
+    assert!(show["last_checkin"].is_null(), "a refused request changed state: {show}");
+    // A valid request goes through once; the same bytes again are a replay.
+    let (ok, signed) = forge(&w, Some(&web1), "web-1", &key1, now(), None);
+    assert!(ok.is_ok(), "{ok:?}");
+    let (replayed, _) = forge(&w, Some(&web1), "web-1", &key1, now(), Some(signed));
+    assert!(replayed.is_err(), "replay accepted");
+    assert!(w.server_log().contains("nonce was already used"), "{}", w.server_log());
+}
