@@ -235,9 +235,12 @@ mod tests {
 
     #[test]
     fn strict_booleans_keep_yes_a_string() {
-        let m = parse("name: web\nflag: yes\nother: true\n");
+        let m = parse("name: web\nflag: yes\nother: true\nshort: y\nno: n\noff: off\n");
         assert_eq!(m.entries[1].value, Value::String("yes".into()));
         assert_eq!(m.entries[2].value, Value::Bool(true));
+        for i in 3..6 {
+            assert!(m.entries[i].value.is_string(), "{:?} became {:?}", m.entries[i].key, m.entries[i].value);
+        }
     }
 
     #[test]

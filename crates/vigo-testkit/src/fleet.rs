@@ -16,6 +16,11 @@ use crate::sys::{self, Tools};
 const FIRST_HOST: u8 = 2;
 const LAST_HOST: u8 = 254;
 
+/// Environment variable that chooses where fleets keep their files.
+pub const BASE_DIR_VAR: &str = "VIGO_TESTKIT_DIR";
+/// `/dev/shm` is used only with at least this much free space.
+const MIN_SHM_FREE: u64 = 1 << 30;
+
 /// Directories every host gets its own copy of (besides `/etc`, which is
 /// always a per-host copy).
 pub const DEFAULT_PRIVATE_DIRS: [&str; 3] = ["/home", "/var/lib/vigo", "/run/vigo"];
@@ -49,6 +54,9 @@ struct State {
 struct Entry {
     ip: Ipv4Addr,
     hosts_file: PathBuf,
+    /// Set once the host's `/etc` copy is in place; before that its `hosts`
+    /// may still be the machine's file (or a symlink) and must not be written.
+    ready: bool,
 }
 
 /// What a host gets beyond the defaults.
@@ -120,10 +128,11 @@ impl Fleet {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
             .take(40)
             .collect();
+        let base = base_dir();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{safe}-"))
-            .tempdir()
-            .map_err(|source| Error::io("create temp directory in", std::env::temp_dir(), source))?;
+            .tempdir_in(&base)
+            .map_err(|source| Error::io("create temp directory in", base, source))?;
         let lease = lease::acquire(dir.path())?;
         let shared = Arc::new(Shared {
             label: label.to_owned(),
@@ -225,25 +234,29 @@ impl Shared {
         let entry = Entry {
             ip: self.address(number),
             hosts_file: self.host_root(name).join("etc/hosts"),
+            ready: false,
         };
         state.hosts.insert(name.to_owned(), entry);
         Ok(number)
     }
 
-    /// Rewrites every host's `/etc/hosts` to list the whole fleet. Written in
-    /// place (same inode), so processes already running in a host see it.
-    pub(crate) fn publish_hosts(&self) -> Result<()> {
+    /// Marks a host's files complete and lists it in every host's `/etc/hosts`.
+    pub(crate) fn host_ready(&self, name: &str) -> Result<()> {
+        if let Some(entry) = self.state().hosts.get_mut(name) {
+            entry.ready = true;
+        }
+        self.publish_hosts()
+    }
+
+    /// Rewrites every ready host's `/etc/hosts` to list the whole fleet.
+    fn publish_hosts(&self) -> Result<()> {
         let state = self.state();
         let table = render_hosts(
             &self.label,
             state.hosts.iter().map(|(name, entry)| (name.as_str(), entry.ip)),
         );
-        for entry in state.hosts.values() {
-            // Hosts still being set up have no /etc yet; they publish when ready.
-            if entry.hosts_file.parent().is_some_and(Path::exists) {
-                fs::write(&entry.hosts_file, &table)
-                    .map_err(|source| Error::io("write", &entry.hosts_file, source))?;
-            }
+        for entry in state.hosts.values().filter(|entry| entry.ready) {
+            sys::replace_file(&entry.hosts_file, &table)?;
         }
         Ok(())
     }
@@ -260,6 +273,27 @@ impl Drop for Shared {
         let _ = fs::remove_dir_all(&self.dir);
         // Last: the lease keeps the index's names ours until they are gone.
         self.lease.release();
+    }
+}
+
+/// Where fleets keep their files: `$VIGO_TESTKIT_DIR` if set; else `/dev/shm`
+/// when it allows executables and has room, because each host copies `/etc`
+/// (about a thousand small files: milliseconds on tmpfs, up to seconds on a
+/// disk shared with parallel builds); else the system temp directory.
+fn base_dir() -> PathBuf {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    if let Some(dir) = std::env::var_os(BASE_DIR_VAR) {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    let usable = statvfs(shm).is_ok_and(|st| {
+        let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+        !st.flags().intersects(FsFlags::ST_NOEXEC | FsFlags::ST_RDONLY) && free >= MIN_SHM_FREE
+    });
+    if usable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }
 

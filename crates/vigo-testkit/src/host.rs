@@ -19,11 +19,13 @@ use crate::fleet::Shared;
 use crate::helper::{self, Helper};
 use crate::lease;
 use crate::process::{self, Process};
-use crate::sys::{self, sh_quote};
+use crate::sys::{self, replace_file, sh_quote};
 use crate::wait;
 
 /// How long [`Host::run`] and friends let a command run before killing it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Points DNS at a port nothing listens on, so lookups fail at once.
+const RESOLV_CONF: &str = "# written by vigo-testkit: test hosts have no DNS\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
 /// One connection attempt of [`Host::can_connect`].
 const CONNECT_TIMEOUT_SECS: &str = "2";
 
@@ -64,7 +66,7 @@ impl Host {
         // On any error below, dropping `host` removes what was created so far.
         host.create_files()?;
         host.create_network()?;
-        host.fleet.publish_hosts()?;
+        host.fleet.host_ready(&host.name)?;
         Ok(host)
     }
 
@@ -83,9 +85,13 @@ impl Host {
             remove_any(&vigo)?;
         }
         create_dir(&vigo, 0o755)?;
-        write(&etc.join("hostname"), format!("{}\n", self.name))?;
+        replace_file(&etc.join("hostname"), format!("{}\n", self.name))?;
         // Agents may identify a machine by its machine-id: give each host its own.
-        write(&etc.join("machine-id"), format!("{}\n", sys::random_hex(16)?))?;
+        replace_file(&etc.join("machine-id"), format!("{}\n", sys::random_hex(16)?))?;
+        // Hosts have no way out, so any DNS query would wait for its timeout;
+        // a nameserver on the host's own loopback refuses at once, and lookups
+        // fall back to /etc/hosts without a ten-second stall.
+        replace_file(&etc.join("resolv.conf"), RESOLV_CONF)?;
         for dir in &self.private_dirs {
             self.create_private_dir(dir)?;
         }
@@ -351,13 +357,13 @@ impl Host {
             name: name.to_owned(),
             reason,
         })?;
-        write(&etc.join("passwd"), &files.passwd)?;
-        write(&etc.join("group"), &files.group)?;
+        replace_file(&etc.join("passwd"), &files.passwd)?;
+        replace_file(&etc.join("group"), &files.group)?;
         if let Some(shadow) = &files.shadow {
-            write(&etc.join("shadow"), shadow)?;
+            replace_file(&etc.join("shadow"), shadow)?;
         }
         if let Some(gshadow) = &files.gshadow {
-            write(&etc.join("gshadow"), gshadow)?;
+            replace_file(&etc.join("gshadow"), gshadow)?;
         }
         Ok(())
     }
@@ -415,10 +421,6 @@ impl Drop for Host {
         let _ = fs::remove_dir_all(&self.root);
         self.fleet.forget_host(&self.name);
     }
-}
-
-fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    fs::write(path, contents).map_err(|source| Error::io("write", path, source))
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<()> {

@@ -180,6 +180,32 @@ pub(crate) fn sh_quote(raw: &OsStr) -> OsString {
     OsString::from_vec(out)
 }
 
+/// Replaces `path` with a new file holding `contents`: written beside it and
+/// renamed over it, so a symlink at `path` (copied from the machine's `/etc`)
+/// is replaced rather than followed out of the host's tree. A regular file
+/// keeps its mode and owner (`shadow` stays `0640 root:shadow`); anything
+/// else becomes `0644 root:root`.
+pub(crate) fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (mode, uid, gid) = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        _ => (0o644, 0, 0),
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".vigo-testkit-new");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, contents.as_ref()))
+        .and_then(|()| std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)))
+        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|source| Error::io("write", path, source))
+}
+
 /// `bytes` random bytes as lowercase hex, from the kernel's generator.
 pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let path = "/dev/urandom";
@@ -260,6 +286,26 @@ mod tests {
     fn tool_lookup_finds_sh_and_misses_nonsense() {
         assert!(find_tool("sh").is_some());
         assert_eq!(find_tool("vigo-testkit-no-such-tool"), None);
+    }
+
+    #[test]
+    fn replace_file_replaces_a_symlink_instead_of_following_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "keep").expect("write");
+        let link = dir.path().join("hosts");
+        std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+        replace_file(&link, "new\n").expect("replaced");
+        assert_eq!(fs::read_to_string(&outside).expect("read"), "keep");
+        assert_eq!(fs::read_to_string(&link).expect("read"), "new\n");
+        assert!(!fs::symlink_metadata(&link).expect("meta").file_type().is_symlink());
+
+        let secret = dir.path().join("shadow");
+        fs::write(&secret, "old").expect("write");
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o640)).expect("chmod");
+        replace_file(&secret, "new").expect("replaced");
+        let mode = fs::metadata(&secret).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640, "a regular file keeps its mode");
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn describe(t: &dyn ResourceType, heading: &str, fields_title: &str) -> String {
         let req = if f.required { ", required" } else { "" };
         let _ = writeln!(out, "- `{}` ({}{req}): {}", f.name, f.kind, f.doc.replace('\n', " "));
     }
-    let _ = writeln!(out, "\nExample:\n\n```yaml\n{}\n```\n", t.example().trim_end());
+    let _ = writeln!(out, "\nExample:\n\n```yaml\n{}\n```\n", t.example().trim());
     out
 }
 

@@ -58,7 +58,7 @@ impl Executor for Host {
     type Spec = HostSpec;
 
     const NAME: &'static str = "host";
-    const SUMMARY: &'static str = "an /etc/hosts entry: address, canonical hostname and aliases";
+    const SUMMARY: &'static str = "An /etc/hosts entry: address, canonical hostname and aliases (Puppet's host)";
     const EXAMPLE: &'static str = r#"- name: database address
   type: host
   ip: 10.0.0.5

@@ -77,7 +77,7 @@ impl Executor for JsonFile {
     type Spec = JsonFileSpec;
 
     const NAME: &'static str = "json_file";
-    const SUMMARY: &'static str = "sets or removes one value at a path in a JSON document, keeping the rest";
+    const SUMMARY: &'static str = "One value at a path in a JSON document, set or removed, keeping the rest";
     const EXAMPLE: &'static str = r#"- name: app listens on 8443
   type: json_file
   path: /etc/app/config.json

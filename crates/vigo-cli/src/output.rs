@@ -1,0 +1,116 @@
+//! Printing: tables for people, the server's JSON for scripts, times in UTC.
+
+use serde_json::Value;
+
+/// Prints the server's JSON as it came, indented.
+pub fn json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A borderless table, easy to read and to `grep`.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    for row in rows {
+        t.add_row(row);
+    }
+    t
+}
+
+/// Unix seconds as `2026-01-31 12:00:00 UTC`.
+pub fn when(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("@{unix}"),
+    }
+}
+
+/// An optional time, or `none` for a missing one.
+pub fn when_opt(unix: Option<i64>, none: &str) -> String {
+    unix.map_or_else(|| none.to_string(), when)
+}
+
+/// How long ago, coarsely: `40s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn ago(unix: i64, now: i64) -> String {
+    let secs = now.saturating_sub(unix);
+    if secs < 0 {
+        return "in the future".to_string();
+    }
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Decodes the server's JSON into the shape a command prints; a mismatch means
+/// client and server disagree on the API version.
+pub fn decode<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("unexpected {what} from the server: {e}"))
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration such as 90s, 30m, 24h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}`; use s, m, h or d")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("a duration of zero would expire at once".to_string()),
+        Some(secs) => Ok(secs),
+        None => Err(format!("`{text}` is too long")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("45", 45)] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in ["", "h", "5w", "-5m", "0h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(when(1_767_225_600), "2026-01-01 00:00:00 UTC");
+        assert_eq!(when_opt(None, "never"), "never");
+        assert_eq!(ago(100, 130), "30s ago");
+        assert_eq!(ago(0, 7200), "2h ago");
+        assert_eq!(ago(0, 3 * 86400), "3d ago");
+        assert_eq!(ago(10, 0), "in the future");
+    }
+}

@@ -1,0 +1,282 @@
+//! `vigocli` black-box: a real vigosrv in this process on loopback ports, the real
+//! binary talking to it over TLS with the fleet CA from the state directory.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigo_server::server::Server;
+use vigo_server::settings::Settings;
+use vigo_server::state_dir::{self, StateDir};
+
+const GOOD_MODULE: &str = "\
+name: base
+resources:
+  - name: Message of the day
+    type: file
+    target_path: /tmp/vigo-cli-test/motd
+    content: \"managed\\n\"
+";
+
+/// Line 4 names a type that does not exist.
+const BAD_MODULE: &str = "\
+name: broken
+resources:
+  - name: Mystery
+    type: no_such_type
+    path: /tmp/x
+";
+
+/// A running server and the files a client needs to reach it.
+struct TestServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl TestServer {
+    fn start() -> Self {
+        vigo_pki::install_provider();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path().join("state"));
+        let out = runtime.block_on(state_dir::init(&state, &[], None)).expect("init state dir");
+        let token = out.admin_token.expect("the first init creates the admin token");
+        std::fs::write(dir.path().join("admin.token"), format!("{token}\n")).expect("token file");
+        std::fs::copy(state.ca_dir().join("ca.pem"), dir.path().join("ca.pem")).expect("CA copy");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(config.join("modules")).expect("modules dir");
+        std::fs::write(config.join("modules/base.yaml"), GOOD_MODULE).expect("module");
+
+        let mut settings = Settings::default();
+        settings.listen.grpc = free_addr();
+        settings.listen.api = free_addr();
+        let api = settings.listen.api;
+        let store = runtime.block_on(vigo_store::Store::open(&state.sqlite_url())).expect("store");
+        let (server, writer) = runtime.block_on(Server::open(state, config, settings, store)).expect("open server");
+        let serving = runtime.spawn(vigo_server::serve::serve(server, writer));
+        wait_for(api, &serving);
+        Self { runtime: Some(runtime), dir, url: format!("https://127.0.0.1:{}", api.port()) }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `vigocli` with a clean environment: no credentials but those a test gives.
+    fn bare(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::cargo_bin("vigocli").expect("vigocli binary");
+        for var in ["VIGO_SERVER", "VIGO_TOKEN", "VIGO_CA", "XDG_CONFIG_HOME"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.path("home")).timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    /// `vigocli` with every credential given as a flag.
+    fn cli(&self) -> assert_cmd::Command {
+        let mut cmd = self.bare();
+        cmd.arg("--server").arg(&self.url).arg("--ca").arg(self.path("ca.pem"));
+        cmd.arg("--token-file").arg(self.path("admin.token"));
+        cmd
+    }
+
+    /// Runs `vigocli` with flags and `args`, expecting success, and parses its JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli().args(args).assert().success().get_output().stdout.clone();
+        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out)))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A loopback address nothing listens on right now.
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn wait_for(addr: SocketAddr, serving: &tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(!serving.is_finished(), "the server stopped before listening on {addr}");
+        assert!(Instant::now() < deadline, "the server did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn token_create_list_revoke() {
+    let s = TestServer::start();
+    let created = s.json(&["token", "create", "--hosts", "web-*", "--ttl", "1h", "--json"]);
+    let id = created["id"].as_str().expect("id").to_string();
+    let secret = created["token"].as_str().expect("secret shown once").to_string();
+    assert_eq!(created["hosts"], "web-*");
+    let ttl = created["expires_at"].as_i64().expect("expires") - vigo_server::now();
+    assert!((3590..=3600).contains(&ttl), "--ttl 1h gave {ttl}s");
+
+    // Without --json the secret alone goes to stdout, ready for `$(...)`.
+    let out = s.cli().args(["token", "create", "--hosts", "db-*", "--ttl", "never"]).assert().success();
+    let plain = stdout(out.get_output());
+    assert_eq!(plain.lines().count(), 1, "{plain}");
+    assert!(stderr(out.get_output()).contains("expires never"));
+
+    let list = s.json(&["token", "list", "--json"]);
+    let tokens = list.as_array().expect("array");
+    assert_eq!(tokens.len(), 2);
+    let mine = tokens.iter().find(|t| t["id"] == id.as_str()).expect("listed");
+    assert_eq!(mine["revoked"], false);
+    let text = list.to_string();
+    assert!(!text.contains(&secret) && !text.contains(plain.trim()), "a listing never shows a secret");
+
+    let out = s.cli().args(["token", "revoke", &id]).assert().success();
+    assert!(stdout(out.get_output()).contains(&format!("revoked token {id}")));
+    let list = s.json(&["token", "list", "--json"]);
+    let mine = list.as_array().expect("array").iter().find(|t| t["id"] == id.as_str()).cloned().expect("listed");
+    assert_eq!(mine["revoked"], true);
+
+    let table = stdout(s.cli().args(["token", "list"]).assert().success().get_output());
+    let row = table.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("web-*") && row.contains("revoked"), "{row}");
+    assert!(table.lines().next().is_some_and(|h| h.contains("ID") && h.contains("HOSTS")), "{table}");
+
+    let out = s.cli().args(["token", "revoke", "nosuchid"]).assert().code(1);
+    assert!(stderr(out.get_output()).contains("no token `nosuchid`"), "{}", stderr(out.get_output()));
+    let out = s.cli().args(["token", "create", "--hosts", "x", "--ttl", "5w"]).assert().code(2);
+    assert!(stderr(out.get_output()).contains("unknown unit"));
+}
+
+#[test]
+fn publish_ok_then_invalid() {
+    let s = TestServer::start();
+    let out = s.cli().args(["publish", "-m", "first"]).assert().success();
+    assert!(stdout(out.get_output()).contains("published version 1: 1 module(s)"), "{}", stdout(out.get_output()));
+
+    let versions = s.json(&["versions", "list", "--json"]);
+    assert_eq!(versions, serde_json::json!([{"version": 1, "message": "first", "created_at": versions[0]["created_at"], "active": true}]));
+    let table = stdout(s.cli().args(["versions", "list"]).assert().success().get_output());
+    assert!(table.lines().any(|l| l.contains('1') && l.contains('*') && l.contains("first")), "{table}");
+
+    std::fs::write(s.path("config/modules/broken.yaml"), BAD_MODULE).expect("bad module");
+    let out = s.cli().args(["publish", "-m", "broken"]).assert().code(1);
+    let err = stderr(out.get_output());
+    assert!(err.contains("modules/broken.yaml:4:"), "{err}");
+    assert!(err.contains("no_such_type"), "{err}");
+    assert!(err.contains("nothing was published"), "{err}");
+
+    // The JSON refusal lists the same problems, and every one is printed with its hint.
+    let out = s.cli().args(["publish", "--json"]).assert().code(1);
+    let refusal: Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON refusal");
+    assert_eq!(refusal["code"], "invalid_config");
+    for p in refusal["problems"].as_array().expect("problems") {
+        let line = format!("{}:{}:{}: {}", p["file"].as_str().expect("file"), p["line"], p["col"], p["message"].as_str().expect("message"));
+        assert!(err.contains(&line), "missing `{line}` in:\n{err}");
+        if let Some(h) = p["hint"].as_str() {
+            assert!(err.contains(&format!("  hint: {h}")), "missing hint `{h}` in:\n{err}");
+        }
+    }
+    assert_eq!(s.json(&["versions", "list", "--json"]).as_array().map(Vec::len), Some(1), "nothing published");
+}
+
+#[test]
+fn status_and_empty_envoys() {
+    let s = TestServer::start();
+    let status = s.json(&["status", "--json"]);
+    assert_eq!((status["envoys"].as_u64(), status["active_version"].is_null()), (Some(0), true), "{status}");
+    let text = stdout(s.cli().arg("status").assert().success().get_output());
+    assert!(text.contains("envoys:            0") && text.contains("nothing published yet"), "{text}");
+
+    assert_eq!(s.json(&["envoys", "list", "--json"]), serde_json::json!([]));
+    let text = stdout(s.cli().args(["envoys", "list"]).assert().success().get_output());
+    assert!(text.contains("no envoys enrolled"), "{text}");
+    let out = s.cli().args(["envoys", "show", "ghost"]).assert().code(1);
+    assert!(stderr(out.get_output()).contains("no envoy `ghost`"), "{}", stderr(out.get_output()));
+    let out = s.cli().args(["envoys", "revoke", "ghost"]).assert().code(1);
+    assert!(stderr(out.get_output()).contains("not_found"));
+}
+
+#[test]
+fn clear_errors_for_bad_token_unreachable_server_and_wrong_ca() {
+    let s = TestServer::start();
+    std::fs::write(s.path("wrong.token"), "vga_00000000_wrong\n").expect("write");
+    let out = s.cli().args(["--token-file"]).arg(s.path("wrong.token")).arg("status").assert().code(1);
+    assert!(stderr(out.get_output()).contains("the server refused the admin token"), "{}", stderr(out.get_output()));
+
+    let closed = format!("https://127.0.0.1:{}", free_addr().port());
+    let out = s.cli().args(["--server", &closed, "status"]).assert().code(1);
+    let err = stderr(out.get_output());
+    assert!(err.contains(&format!("cannot reach {closed}")), "{err}");
+
+    let other = vigo_pki::FleetCa::generate("another fleet").expect("CA");
+    std::fs::write(s.path("other-ca.pem"), other.cert_pem()).expect("write");
+    let out = s.cli().arg("--ca").arg(s.path("other-ca.pem")).arg("status").assert().code(1);
+    let err = stderr(out.get_output());
+    assert!(err.contains("TLS") && err.contains("--ca"), "{err}");
+
+    let out = s.bare().arg("status").assert().code(1);
+    assert!(stderr(out.get_output()).contains("no server given"), "{}", stderr(out.get_output()));
+}
+
+#[test]
+fn credentials_come_from_flags_then_env_then_login() {
+    let s = TestServer::start();
+    let token = std::fs::read_to_string(s.path("admin.token")).expect("token");
+    let token = token.trim();
+    let ca = s.path("ca.pem");
+    std::fs::write(s.path("wrong.token"), "vga_00000000_wrong\n").expect("write");
+    let with_env = |cmd: &mut assert_cmd::Command, token: &str| {
+        cmd.env("VIGO_SERVER", &s.url).env("VIGO_TOKEN", token).env("VIGO_CA", &ca);
+    };
+
+    // Environment alone is enough.
+    let mut cmd = s.bare();
+    with_env(&mut cmd, token);
+    cmd.args(["status", "--json"]).assert().success();
+    // A flag beats the environment, both ways.
+    let mut cmd = s.bare();
+    with_env(&mut cmd, "vga_00000000_wrong");
+    cmd.arg("--token-file").arg(s.path("admin.token")).arg("status").assert().success();
+    let mut cmd = s.bare();
+    with_env(&mut cmd, token);
+    cmd.arg("--token-file").arg(s.path("wrong.token")).arg("status").assert().code(1);
+
+    // A refused login saves nothing.
+    let saved = s.path("home/.config/vigo/cli.yaml");
+    s.bare().args(["login", "--server", &s.url, "--ca"]).arg(&ca).arg("--token-file").arg(s.path("wrong.token")).assert().code(1);
+    assert!(!saved.exists());
+    let out = s.cli().arg("login").assert().success();
+    assert!(stdout(out.get_output()).contains(&s.url));
+    assert_eq!(mode(&saved), 0o600);
+
+    // The saved login serves later commands, and the environment still beats it.
+    assert_eq!(s.bare().args(["envoys", "list", "--json"]).assert().success().get_output().stdout, b"[]\n");
+    let out = s.bare().env("VIGO_TOKEN", "vga_00000000_wrong").arg("status").assert().code(1);
+    assert!(stderr(out.get_output()).contains("refused the admin token"));
+    std::fs::remove_file(s.path("ca.pem")).expect("remove");
+    s.bare().arg("status").assert().success();
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+}
