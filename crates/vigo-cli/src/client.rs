@@ -55,7 +55,8 @@ impl Client {
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         Ok(Reply { status, body })
     }
@@ -109,17 +110,20 @@ impl Client {
     }
 }
 
-/// The rustls error somewhere under a reqwest error. It usually travels inside an
-/// `io::Error`, whose `source()` skips the wrapped error, so look inside those too.
+/// The rustls error somewhere under a reqwest error. It travels inside `io::Error`s,
+/// sometimes nested, whose `source()` skips the wrapped error: look inside those too.
 fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut current = Some(e);
     while let Some(err) = current {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let wrapped = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
-        if let Some(tls) = wrapped.and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            return Some(tls);
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        loop {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
         }
         current = err.source();
     }

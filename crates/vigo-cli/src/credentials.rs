@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 /// The port vigosrv serves its REST API on unless told otherwise.
@@ -70,7 +70,8 @@ impl ConnectionArgs {
             None => None,
         };
         let shown = saved_path.as_deref().map_or_else(|| "the saved login".to_string(), |p| p.display().to_string());
-        let from_saved = |f: fn(&Saved) -> &String| saved.as_ref().map(|s| Found { value: f(s).clone(), source: shown.clone() });
+        let from_saved =
+            |f: fn(&Saved) -> &String| saved.as_ref().map(|s| Found { value: f(s).clone(), source: shown.clone() });
 
         let server = self
             .server_flag_or_env()
@@ -133,12 +134,12 @@ fn read(path: &Path, what: &str) -> anyhow::Result<String> {
 
 /// Accepts `host`, `host:port` or an `https://` URL; the API is served over TLS only.
 pub fn normalize_server(text: &str) -> anyhow::Result<String> {
-    let text = text.trim().trim_end_matches('/');
+    let text = text.trim();
     if text.starts_with("http://") {
         bail!("`{text}`: the API is served over HTTPS only; use https://");
     }
-    let rest = text.strip_prefix("https://").unwrap_or(text);
-    if rest.is_empty() || rest.contains('/') {
+    let rest = text.strip_prefix("https://").unwrap_or(text).trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
         bail!("`{text}` is not a server address: give https://HOST[:PORT]");
     }
     // A bracketed IPv6 address ends with `]` unless a port follows it.
@@ -162,10 +163,10 @@ fn load_saved(path: &Path) -> anyhow::Result<Option<Saved>> {
 
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!("vigocli: warning: {} holds an admin token but others may read it; chmod 600 it", path.display());
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!("vigocli: warning: {} holds an admin token but others may read it; chmod 600 it", path.display());
     }
 }
 

@@ -8,15 +8,18 @@ pub fn json(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A borderless table, easy to read and to `grep`.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
+/// A borderless table, easy to read and to `grep`: no frame, no trailing blanks.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);
     t.set_header(header.iter().map(|h| h.to_string()));
     for row in rows {
         t.add_row(row);
     }
-    t
+    if let Some(first) = t.column_mut(0) {
+        first.set_padding((0, 1));
+    }
+    t.lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// Unix seconds as `2026-01-31 12:00:00 UTC`.
@@ -101,6 +104,12 @@ mod tests {
         for bad in ["", "h", "5w", "-5m", "0h", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn tables_have_no_frame_nor_trailing_blanks() {
+        let t = table(&["NAME", "STATE"], vec![vec!["web-1".into(), "enrolled".into()], vec!["db".into(), "-".into()]]);
+        assert_eq!(t, "NAME   STATE\nweb-1  enrolled\ndb     -");
     }
 
     #[test]

@@ -38,11 +38,8 @@ struct TestServer {
 impl TestServer {
     fn start() -> Self {
         vigo_pki::install_provider();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
         let state = StateDir::new(dir.path().join("state"));
         let out = runtime.block_on(state_dir::init(&state, &[], None)).expect("init state dir");
@@ -81,16 +78,20 @@ impl TestServer {
 
     /// `vigocli` with every credential given as a flag.
     fn cli(&self) -> assert_cmd::Command {
+        self.cli_with(&self.url, &self.path("ca.pem"), &self.path("admin.token"))
+    }
+
+    fn cli_with(&self, server: &str, ca: &Path, token_file: &Path) -> assert_cmd::Command {
         let mut cmd = self.bare();
-        cmd.arg("--server").arg(&self.url).arg("--ca").arg(self.path("ca.pem"));
-        cmd.arg("--token-file").arg(self.path("admin.token"));
+        cmd.arg("--server").arg(server).arg("--ca").arg(ca).arg("--token-file").arg(token_file);
         cmd
     }
 
     /// Runs `vigocli` with flags and `args`, expecting success, and parses its JSON.
     fn json(&self, args: &[&str]) -> Value {
         let out = self.cli().args(args).assert().success().get_output().stdout.clone();
-        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out)))
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out)))
     }
 }
 
@@ -173,7 +174,10 @@ fn publish_ok_then_invalid() {
     assert!(stdout(out.get_output()).contains("published version 1: 1 module(s)"), "{}", stdout(out.get_output()));
 
     let versions = s.json(&["versions", "list", "--json"]);
-    assert_eq!(versions, serde_json::json!([{"version": 1, "message": "first", "created_at": versions[0]["created_at"], "active": true}]));
+    assert_eq!(
+        versions,
+        serde_json::json!([{"version": 1, "message": "first", "created_at": versions[0]["created_at"], "active": true}])
+    );
     let table = stdout(s.cli().args(["versions", "list"]).assert().success().get_output());
     assert!(table.lines().any(|l| l.contains('1') && l.contains('*') && l.contains("first")), "{table}");
 
@@ -189,7 +193,13 @@ fn publish_ok_then_invalid() {
     let refusal: Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON refusal");
     assert_eq!(refusal["code"], "invalid_config");
     for p in refusal["problems"].as_array().expect("problems") {
-        let line = format!("{}:{}:{}: {}", p["file"].as_str().expect("file"), p["line"], p["col"], p["message"].as_str().expect("message"));
+        let line = format!(
+            "{}:{}:{}: {}",
+            p["file"].as_str().expect("file"),
+            p["line"],
+            p["col"],
+            p["message"].as_str().expect("message")
+        );
         assert!(err.contains(&line), "missing `{line}` in:\n{err}");
         if let Some(h) = p["hint"].as_str() {
             assert!(err.contains(&format!("  hint: {h}")), "missing hint `{h}` in:\n{err}");
@@ -218,18 +228,19 @@ fn status_and_empty_envoys() {
 #[test]
 fn clear_errors_for_bad_token_unreachable_server_and_wrong_ca() {
     let s = TestServer::start();
+    let (ca, token) = (s.path("ca.pem"), s.path("admin.token"));
     std::fs::write(s.path("wrong.token"), "vga_00000000_wrong\n").expect("write");
-    let out = s.cli().args(["--token-file"]).arg(s.path("wrong.token")).arg("status").assert().code(1);
+    let out = s.cli_with(&s.url, &ca, &s.path("wrong.token")).arg("status").assert().code(1);
     assert!(stderr(out.get_output()).contains("the server refused the admin token"), "{}", stderr(out.get_output()));
 
     let closed = format!("https://127.0.0.1:{}", free_addr().port());
-    let out = s.cli().args(["--server", &closed, "status"]).assert().code(1);
+    let out = s.cli_with(&closed, &ca, &token).arg("status").assert().code(1);
     let err = stderr(out.get_output());
     assert!(err.contains(&format!("cannot reach {closed}")), "{err}");
 
     let other = vigo_pki::FleetCa::generate("another fleet").expect("CA");
     std::fs::write(s.path("other-ca.pem"), other.cert_pem()).expect("write");
-    let out = s.cli().arg("--ca").arg(s.path("other-ca.pem")).arg("status").assert().code(1);
+    let out = s.cli_with(&s.url, &s.path("other-ca.pem"), &token).arg("status").assert().code(1);
     let err = stderr(out.get_output());
     assert!(err.contains("TLS") && err.contains("--ca"), "{err}");
 
@@ -262,7 +273,13 @@ fn credentials_come_from_flags_then_env_then_login() {
 
     // A refused login saves nothing.
     let saved = s.path("home/.config/vigo/cli.yaml");
-    s.bare().args(["login", "--server", &s.url, "--ca"]).arg(&ca).arg("--token-file").arg(s.path("wrong.token")).assert().code(1);
+    s.bare()
+        .args(["login", "--server", &s.url, "--ca"])
+        .arg(&ca)
+        .arg("--token-file")
+        .arg(s.path("wrong.token"))
+        .assert()
+        .code(1);
     assert!(!saved.exists());
     let out = s.cli().arg("login").assert().success();
     assert!(stdout(out.get_output()).contains(&s.url));

@@ -1,6 +1,7 @@
 //! The one list of resource types. Adding a type = one file in `types/` + one line here.
 
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use vigo_model::catalog::{Catalog, Common, FieldInfo, SpecError, TypeFacts};
@@ -15,13 +16,18 @@ pub trait ResourceType: Send + Sync {
     fn example(&self) -> &'static str;
     /// The JSON schema of the type-specific fields.
     fn schema(&self) -> Value;
+    /// The fields of the spec (from the schema, computed once).
+    fn fields(&self) -> &[FieldInfo];
     /// Parses the type-specific fields into a runnable spec.
     fn prepare(&self, fields: &Value) -> Result<Box<dyn Prepared>, SpecError>;
     /// Parses the fields and reports what the spec manages and references.
     fn inspect(&self, fields: &Value, common: Common<'_>) -> Result<TypeFacts, Vec<SpecError>>;
 }
 
-struct Registered<E>(PhantomData<E>);
+struct Registered<E> {
+    fields: OnceLock<Vec<FieldInfo>>,
+    spec: PhantomData<E>,
+}
 
 impl<E: Executor> ResourceType for Registered<E> {
     fn name(&self) -> &'static str {
@@ -36,6 +42,9 @@ impl<E: Executor> ResourceType for Registered<E> {
     fn schema(&self) -> Value {
         schemars::schema_for!(E::Spec).to_value()
     }
+    fn fields(&self) -> &[FieldInfo] {
+        self.fields.get_or_init(|| fields_of(&self.schema()))
+    }
     fn prepare(&self, fields: &Value) -> Result<Box<dyn Prepared>, SpecError> {
         let spec: E::Spec = parse_spec(fields)?;
         Ok(Box::new(PreparedSpec::<E>(spec)))
@@ -47,7 +56,7 @@ impl<E: Executor> ResourceType for Registered<E> {
 }
 
 fn entry<E: Executor>() -> Box<dyn ResourceType> {
-    Box::new(Registered::<E>(PhantomData))
+    Box::new(Registered::<E> { fields: OnceLock::new(), spec: PhantomData })
 }
 
 /// Every built-in resource type.
@@ -122,8 +131,8 @@ impl Catalog for Registry {
     fn type_names(&self) -> Vec<&'static str> {
         self.types.iter().map(|t| t.name()).collect()
     }
-    fn fields(&self, type_name: &str) -> Option<Vec<FieldInfo>> {
-        self.get(type_name).map(|t| fields_of(&t.schema()))
+    fn fields(&self, type_name: &str) -> Option<&[FieldInfo]> {
+        self.get(type_name).map(ResourceType::fields)
     }
     fn inspect(&self, type_name: &str, fields: &Value, common: Common<'_>) -> Result<TypeFacts, Vec<SpecError>> {
         match self.get(type_name) {

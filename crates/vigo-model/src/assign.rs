@@ -38,8 +38,10 @@ struct RawFile {
 }
 
 impl Assignments {
-    /// Parses and checks `text`; `modules` are the names that exist in the configuration.
-    pub fn parse(file: &Path, text: &str, modules: &[&str]) -> Result<Self, Diagnostics> {
+    /// Parses and checks `text`; `modules` are the names that exist in the configuration
+    /// (`None` when the modules themselves did not validate: names are then not checked,
+    /// so one broken module does not also show up as a missing one).
+    pub fn parse(file: &Path, text: &str, modules: Option<&[&str]>) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
         let raw: RawFile = match serde_saphyr::from_str_with_options(text, raw::options()) {
             Ok(r) => r,
@@ -77,7 +79,7 @@ impl Assignments {
                         match strings(&e.value) {
                             Some(names) => {
                                 for n in names {
-                                    if !modules.contains(&n.as_str()) {
+                                    if let Some(modules) = modules.filter(|m| !m.contains(&n.as_str())) {
                                         let hint = match did_you_mean(&n, modules.iter().copied()) {
                                             Some(s) => format!("did you mean `{s}`?"),
                                             None => format!("known modules: {}", modules.join(", ")),
@@ -155,7 +157,7 @@ mod tests {
 
     #[test]
     fn envoys_get_the_union_in_first_appearance_order() {
-        let a = Assignments::parse(Path::new("assignments.yaml"), FILE, &["webserver", "base", "debian", "everyone"])
+        let a = Assignments::parse(Path::new("assignments.yaml"), FILE, Some(&["webserver", "base", "debian", "everyone"]))
             .expect("valid");
         let deb = json!({"os": {"family": "debian"}});
         let rh = json!({"os": {"family": "redhat"}});
@@ -166,9 +168,16 @@ mod tests {
     }
 
     #[test]
+    fn module_names_are_not_checked_when_modules_did_not_validate() {
+        let text = "assignments:\n  - modules: [web]\n";
+        assert!(Assignments::parse(Path::new("a.yaml"), text, None).is_ok());
+        assert!(Assignments::parse(Path::new("a.yaml"), text, Some(&[])).is_err());
+    }
+
+    #[test]
     fn unknown_modules_and_fields_are_located() {
         let text = "assignments:\n  - hosts: \"web-*\"\n    modules: [webservr]\n    whn: x\n";
-        let d = Assignments::parse(Path::new("a.yaml"), text, &["webserver"]).err().expect("invalid");
+        let d = Assignments::parse(Path::new("a.yaml"), text, Some(&["webserver"])).err().expect("invalid");
         let all = d.to_string();
         assert!(all.contains("a.yaml:3:14: module `webservr` does not exist"), "{all}");
         assert!(all.contains("did you mean `webserver`?"), "{all}");

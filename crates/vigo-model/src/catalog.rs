@@ -66,7 +66,7 @@ pub trait Catalog {
     /// Every type name, alphabetical.
     fn type_names(&self) -> Vec<&'static str>;
     /// The fields of `type_name`, or `None` for an unknown type.
-    fn fields(&self, type_name: &str) -> Option<Vec<FieldInfo>>;
+    fn fields(&self, type_name: &str) -> Option<&[FieldInfo]>;
     /// Parses `fields` (a JSON object of the type-specific fields) into the typed spec
     /// and reports what it manages. Errors name the field at fault where possible.
     fn inspect(&self, type_name: &str, fields: &Value, common: Common<'_>) -> Result<TypeFacts, Vec<SpecError>>;

@@ -15,6 +15,9 @@ use vigo_pki::SigningKey;
 /// rebuild the policy after a restart without re-reading (possibly edited) files.
 pub const SNAPSHOT_KEY: &str = "*";
 
+/// The assignments file, relative to the configuration directory (as problems name it).
+pub const ASSIGNMENTS: &str = "assignments.yaml";
+
 /// One module file as shipped in a bundle.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModuleFile {
@@ -67,7 +70,7 @@ impl Policy {
     /// Validates a configuration directory into a policy; every problem at once on failure.
     pub fn compile_dir(config_dir: &Path, number: i64, key: Arc<SigningKey>) -> Result<Self, Diagnostics> {
         let sources = vigo_model::source::read(config_dir)?;
-        let assignments_path = config_dir.join("assignments.yaml");
+        let assignments_path = config_dir.join(ASSIGNMENTS);
         let assignments = match std::fs::read_to_string(&assignments_path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -77,7 +80,7 @@ impl Policy {
         };
         let mut diags = Diagnostics::default();
         if let Err(e) = crate::settings::Settings::load(config_dir) {
-            diags.push(Diagnostic::new(Loc::file(&config_dir.join("server.yaml")), e.to_string()));
+            diags.push(Diagnostic::new(Loc::file(Path::new("server.yaml")), e.to_string()));
         }
         let modules: Vec<ModuleFile> = sources
             .modules
@@ -88,7 +91,7 @@ impl Policy {
             })
             .collect();
         let snapshot = Payload { number, modules, templates: sources.templates.clone(), assignments };
-        match Self::from_snapshot(snapshot, key, &assignments_path) {
+        match Self::from_snapshot(snapshot, key) {
             Ok(p) if diags.is_empty() => Ok(p),
             Ok(_) => Err(diags),
             Err(mut d) => {
@@ -100,7 +103,8 @@ impl Policy {
     }
 
     /// Rebuilds a policy from its snapshot payload (after a restart, or from a directory read).
-    pub fn from_snapshot(snapshot: Payload, key: Arc<SigningKey>, assignments_path: &Path) -> Result<Self, Diagnostics> {
+    pub fn from_snapshot(snapshot: Payload, key: Arc<SigningKey>) -> Result<Self, Diagnostics> {
+        let assignments_path = Path::new(ASSIGNMENTS);
         let sources = vigo_model::source::Sources {
             root: std::path::PathBuf::new(),
             modules: snapshot.modules.iter().map(|m| (m.file.clone().into(), m.text.clone())).collect(),
@@ -108,13 +112,12 @@ impl Policy {
         };
         let registry = vigo_executors::Registry::builtin();
         let compiled = vigo_model::validate::compile(&sources, &registry);
-        let names: Vec<String> = match &compiled {
-            Ok((config, _)) => config.modules.iter().map(|m| m.name.clone()).collect(),
-            Err(_) => Vec::new(),
+        let names: Option<Vec<&str>> = match &compiled {
+            Ok((config, _)) => Some(config.modules.iter().map(|m| m.name.as_str()).collect()),
+            Err(_) => None,
         };
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let assignments = match &snapshot.assignments {
-            Some(text) => Assignments::parse(assignments_path, text, &name_refs),
+            Some(text) => Assignments::parse(assignments_path, text, names.as_deref()),
             None => Ok(Assignments::default()),
         };
         let (config, assignments) = match (compiled, assignments) {

@@ -122,7 +122,7 @@ impl Server {
             fleet.insert(envoy_from_row(row)?);
         }
         if let Some(active) = store.active_version().await? {
-            let policy = restore_policy(&store, &active, bundle_key.clone(), &config_dir).await?;
+            let policy = restore_policy(&store, &active, bundle_key.clone()).await?;
             fleet.set_policy(Arc::new(policy));
         }
         let admin_hashes = store.admin_tokens().await?.into_iter().map(|t| t.sha256).collect();
@@ -276,7 +276,6 @@ async fn restore_policy(
     store: &Store,
     active: &VersionRow,
     key: Arc<SigningKey>,
-    config_dir: &std::path::Path,
 ) -> anyhow::Result<Policy> {
     let rows = store.bundles(active.number).await?;
     let snapshot = rows
@@ -284,7 +283,7 @@ async fn restore_policy(
         .find(|r| r.set_key == policy::SNAPSHOT_KEY)
         .ok_or_else(|| anyhow::anyhow!("version {} has no snapshot bundle", active.number))?;
     let payload: policy::Payload = serde_json::from_slice(&snapshot.payload)?;
-    let policy = Policy::from_snapshot(payload, key, &config_dir.join("assignments.yaml"))
+    let policy = Policy::from_snapshot(payload, key)
         .map_err(|d| anyhow::anyhow!("stored version {} no longer validates:\n{d}", active.number))?;
     for r in rows.into_iter().filter(|r| r.set_key != policy::SNAPSHOT_KEY) {
         policy.seed(r.set_key, SignedBundle { version: r.version, payload: r.payload, signature: r.signature });

@@ -20,7 +20,7 @@ const MODULE: &str = "name: web
 resources:
   - name: motd
     type: file
-    target_path: /var/lib/vigo/managed/motd
+    target_path: /home/motd
     content: \"managed by vigo\\n\"
     mode: \"0644\"
 ";
@@ -135,7 +135,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-const MOTD: &str = "/var/lib/vigo/managed/motd";
+const MOTD: &str = "/home/motd";
 
 #[test]
 fn enrollment_honours_globs_single_use_and_expiry() {
@@ -175,10 +175,18 @@ fn publish_converges_repairs_drift_and_invalid_publish_changes_nothing() {
         let t = w.token(h.name(), None);
         assert!(w.enroll(h, &t).status.success());
     }
-    assert!(w.publish().status.success(), "{}", stderr(&w.publish()));
-    // The agent daemon converges within one interval (15 s) of starting.
+    // The daemon is running and has checked in before anything is published.
     let d1 = web1.spawn(bin("vigo"), ["run"]).expect("daemon");
-    vigo_testkit::wait_for("web-1 converges", Duration::from_secs(20), || web1.path(MOTD).exists()).expect("converged");
+    vigo_testkit::wait_for("web-1 checks in", Duration::from_secs(20), || {
+        let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
+        !show["last_checkin"].is_null()
+    })
+    .expect("first check-in");
+    assert!(!web1.path(MOTD).exists());
+    let published = w.publish();
+    assert!(published.status.success(), "{}", stderr(&published));
+    // It converges within one interval (15 s, plus at most 10% splay).
+    vigo_testkit::wait_for("web-1 converges", Duration::from_secs(17), || web1.path(MOTD).exists()).expect("converged");
     drop(d1);
     assert!(run_once(&web2).status.success());
     for h in [&web1, &web2] {

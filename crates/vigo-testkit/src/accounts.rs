@@ -42,7 +42,7 @@ fn by_name<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
     records(text).find(|fields| fields.first() == Some(&name))
 }
 
-fn by_id<'a>(text: &'a str, id: u32) -> Option<Vec<&'a str>> {
+fn by_id(text: &str, id: u32) -> Option<Vec<&str>> {
     let id = id.to_string();
     records(text).find(|fields| fields.get(2) == Some(&id.as_str()))
 }

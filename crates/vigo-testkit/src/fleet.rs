@@ -287,7 +287,7 @@ fn base_dir() -> PathBuf {
     }
     let shm = Path::new("/dev/shm");
     let usable = statvfs(shm).is_ok_and(|st| {
-        let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
         !st.flags().intersects(FsFlags::ST_NOEXEC | FsFlags::ST_RDONLY) && free >= MIN_SHM_FREE
     });
     if usable {

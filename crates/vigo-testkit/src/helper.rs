@@ -170,11 +170,10 @@ fn serve(addr: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     say("ready")?;
-    for stream in listener.incoming() {
-        // A client that hangs up early is its own business; keep serving.
-        if let Ok(mut stream) = stream {
-            let _ = stream.write_all(hostname.as_bytes());
-        }
+    // A failed accept or a client that hangs up early is the client's
+    // business; keep serving.
+    for mut stream in listener.incoming().flatten() {
+        let _ = stream.write_all(hostname.as_bytes());
     }
     Ok(())
 }

@@ -16,9 +16,15 @@
 //!   added with [`HostConfig::private_dir`];
 //! - its own hostname.
 //!
-//! Everything else (`/usr`, `/tmp`, the build's `target/`) is shared, so the
-//! test's binaries and temp files are visible inside hosts. Ports are per
-//! host, so every host uses the product's real ports.
+//! Everything else (`/usr`, `/tmp`, `/root`, the build's `target/`) is shared,
+//! so the test's binaries and temp files are visible inside hosts. Ports are
+//! per host, so every host uses the product's real ports. Hosts have no DNS
+//! (their `resolv.conf` points at a closed port, so lookups fail at once and
+//! names come from `/etc/hosts`).
+//!
+//! Each command gets its own mount namespace built the same way, so all
+//! processes of a host see the same files; a mount made by one process inside
+//! a host is not seen by the others.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -30,7 +36,7 @@
 //! web.add_user("alice", 2001, 2001)?;
 //! let _srv = server.spawn("vigosrv", ["--listen", "0.0.0.0"])?;
 //! server.wait_tcp(8443, Duration::from_secs(30))?;
-//! let out = web.run_ok("vigo", ["status"])?;
+//! web.run_ok("vigo", ["status"])?;
 //! assert!(web.path("/var/lib/vigo/state").exists());
 //! # Ok::<(), vigo_testkit::Error>(())
 //! ```
@@ -51,6 +57,13 @@
 //! panicking. Runs that were killed outright are swept up by
 //! [`cleanup_stale`], which [`Fleet::new`] calls: leases in
 //! `/run/vigo-testkit` record the owning pid and its start time.
+//!
+//! # Where files live
+//! A fleet's files are in `$VIGO_TESTKIT_DIR` if set, else in `/dev/shm` when it
+//! is a tmpfs that allows executables and has 1 GiB free (each host copies
+//! `/etc`, which is fast in memory and slow on a disk shared with parallel
+//! builds), else in the system temp directory. [`Host::path`] maps a path seen
+//! inside a host to its place there.
 //!
 //! # Requirements and side effects
 //! Root, and `ip` (iproute2), `unshare` (util-linux), `mount` (mount),
@@ -74,7 +87,7 @@ mod sys;
 mod wait;
 
 pub use error::{Error, Result};
-pub use fleet::{DEFAULT_PRIVATE_DIRS, Fleet, HostConfig};
+pub use fleet::{BASE_DIR_VAR, DEFAULT_PRIVATE_DIRS, Fleet, HostConfig};
 pub use helper::Helper;
 pub use host::{DEFAULT_TIMEOUT, Host};
 pub use lease::{Cleanup, cleanup_stale};

@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 
-use vigo_executors::registry::fields_of;
 use vigo_executors::{Registry, ResourceType};
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 return Ok(1);
             };
             if args.json {
-                let v = serde_json::json!({"name": t.name(), "summary": t.summary(), "fields": fields_of(&t.schema()), "example": t.example()});
+                let v = serde_json::json!({"name": t.name(), "summary": t.summary(), "fields": t.fields(), "example": t.example()});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", describe(t, "", "Fields:"));
@@ -65,7 +64,7 @@ fn describe(t: &dyn ResourceType, heading: &str, fields_title: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{heading}{} — {}\n", t.name(), t.summary());
     let _ = writeln!(out, "{fields_title}\n");
-    for f in fields_of(&t.schema()) {
+    for f in t.fields() {
         let req = if f.required { ", required" } else { "" };
         let _ = writeln!(out, "- `{}` ({}{req}): {}", f.name, f.kind, f.doc.replace('\n', " "));
     }

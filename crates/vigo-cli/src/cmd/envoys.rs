@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{segment, Format};
+use super::{Format, segment};
 use crate::client::Client;
 use crate::output;
 
@@ -99,7 +99,10 @@ async fn show(client: &Client, name: &str, format: Format) -> anyhow::Result<u8>
     let s = &d.summary;
     let now = output::now();
     println!("name:             {}", s.name);
-    println!("state:            {}", s.revoked_at.map_or_else(|| "enrolled".into(), |t| format!("revoked {}", output::when(t))));
+    println!(
+        "state:            {}",
+        s.revoked_at.map_or_else(|| "enrolled".into(), |t| format!("revoked {}", output::when(t)))
+    );
     println!("enrolled:         {}", output::when(s.enrolled_at));
     println!("last check-in:    {}", checkin(s.last_checkin, now));
     println!("policy version:   {}", s.policy_version.as_deref().unwrap_or("-"));

@@ -36,7 +36,10 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<u8> {
         s.envoys, s.active, s.offline, s.never_checked_in
     );
     println!("revoked:           {}", s.revoked);
-    println!("active version:    {}", s.active_version.map_or_else(|| "none (nothing published yet)".into(), |v| v.to_string()));
+    println!(
+        "active version:    {}",
+        s.active_version.map_or_else(|| "none (nothing published yet)".into(), |v| v.to_string())
+    );
     println!("check-in interval: {}s", s.interval_secs);
     Ok(0)
 }

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{segment, Format};
+use super::{Format, segment};
 use crate::client::Client;
 use crate::output;
 

@@ -1,8 +1,8 @@
 //! Envoys (enrolled agents): list, show one with its traits and last report, revoke.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -57,9 +57,10 @@ impl From<&Envoy> for EnvoyDetail {
     fn from(e: &Envoy) -> Self {
         // A report that is not JSON (an older agent, a truncated row) is still worth
         // showing, so it travels as a string rather than being dropped.
-        let last_report = e.last_report.as_deref().map(|text| {
-            serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()))
-        });
+        let last_report = e
+            .last_report
+            .as_deref()
+            .map(|text| serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())));
         Self {
             summary: EnvoySummary::from(e),
             cert_fingerprint: e.cert_fingerprint.clone(),

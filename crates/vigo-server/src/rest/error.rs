@@ -4,12 +4,12 @@
 //! snake_case code, so clients branch on `code` and show `message`; an invalid
 //! configuration adds `problems` with one entry per diagnostic.
 
+use axum::Json;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::server::OpError;

@@ -16,7 +16,7 @@ mod tests;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
@@ -60,7 +60,10 @@ impl utoipa::Modify for AdminTokenScheme {
             .scheme(HttpAuthScheme::Bearer)
             .description(Some("an admin token, such as the one `vigosrv init` writes to admin.token"))
             .build();
-        openapi.components.get_or_insert_with(Default::default).add_security_scheme(ADMIN_TOKEN, SecurityScheme::Http(scheme));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(ADMIN_TOKEN, SecurityScheme::Http(scheme));
     }
 }
 
@@ -94,7 +97,11 @@ pub fn api(server: Server) -> (Router, utoipa::openapi::OpenApi) {
     let router = router
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(server);

@@ -1,8 +1,8 @@
 //! Publishing the configuration directory, the list of published versions and the
 //! fleet summary.
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -1,9 +1,9 @@
 //! The REST API against a real server in a temporary state directory, without TLS.
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use serde_json::{json, Value};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use crate::server::Server;
@@ -79,13 +79,12 @@ impl Fixture {
 #[tokio::test]
 async fn rest_refuses_missing_and_wrong_tokens_with_json() {
     let f = Fixture::new().await;
-    let cases: [(Option<&str>, &str); 3] = [
-        (None, "missing"),
-        (Some("vga_00000000_not-a-real-token"), "not valid"),
-        (Some(""), "Bearer"),
-    ];
+    let cases: [(Option<&str>, &str); 3] =
+        [(None, "missing"), (Some("vga_00000000_not-a-real-token"), "not valid"), (Some(""), "Bearer")];
     for (token, expect) in cases {
-        for (method, uri) in [(Method::GET, "/api/v1/tokens"), (Method::POST, "/api/v1/publish"), (Method::GET, "/api/v1/status")] {
+        for (method, uri) in
+            [(Method::GET, "/api/v1/tokens"), (Method::POST, "/api/v1/publish"), (Method::GET, "/api/v1/status")]
+        {
             let (status, body) = f.send(method.clone(), uri, token, None).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {token:?}");
             assert_eq!(body["code"], "unauthorized", "{body}");
@@ -110,7 +109,8 @@ async fn rest_public_endpoints_need_no_token() {
 #[tokio::test]
 async fn rest_token_create_list_revoke() {
     let f = Fixture::new().await;
-    let (status, created) = f.admin(Method::POST, "/api/v1/tokens", Some(json!({"hosts": "web-*", "ttl_secs": 3600}))).await;
+    let (status, created) =
+        f.admin(Method::POST, "/api/v1/tokens", Some(json!({"hosts": "web-*", "ttl_secs": 3600}))).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     let secret = created["token"].as_str().expect("token shown once");
@@ -184,7 +184,10 @@ async fn rest_publish_versions_and_status() {
     assert_eq!(code, StatusCode::OK);
     let v = versions.as_array().expect("array");
     assert_eq!(v.len(), 2);
-    assert_eq!((v[0]["version"].as_i64(), v[0]["message"].as_str(), v[0]["active"].as_bool()), (Some(2), Some("second"), Some(true)));
+    assert_eq!(
+        (v[0]["version"].as_i64(), v[0]["message"].as_str(), v[0]["active"].as_bool()),
+        (Some(2), Some("second"), Some(true))
+    );
     assert_eq!((v[1]["version"].as_i64(), v[1]["active"].as_bool()), (Some(1), Some(false)));
 
     let (_, status) = f.admin(Method::GET, "/api/v1/status", None).await;

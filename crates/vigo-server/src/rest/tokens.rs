@@ -1,8 +1,8 @@
 //! Enrollment tokens: create (the secret is shown once), list, revoke.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
