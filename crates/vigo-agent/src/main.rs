@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match vigo_agent::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -20,4 +21,11 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `vigo traits | head` must end quietly, not panic on a closed stdout: restore the default SIGPIPE action.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: runs first in `main`, before any thread exists; SIG_DFL installs no handler code.
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
 }

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = cmd::Cli::parse();
     vigo_pki::install_provider();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -30,4 +31,11 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `vigocli … | head` must end quietly, not panic on a closed stdout: restore the default SIGPIPE action.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: runs first in `main`, before any thread exists; SIG_DFL installs no handler code.
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
 }
