@@ -71,13 +71,12 @@ pub fn write(path: &Path, content: &str, attrs: Attrs) -> Result<(), ExecError> 
     let (parent, name) = safe_fs::split(path)?;
     let dir = safe_fs::open_dir(&parent)?;
     let mut attrs = attrs;
-    if let Some(meta) = safe_fs::stat_at(&dir, &name, path)? {
-        if meta.kind == Kind::File {
+    if let Some(meta) = safe_fs::stat_at(&dir, &name, path)?
+        && meta.kind == Kind::File {
             attrs.uid = attrs.uid.or(Some(meta.uid));
             attrs.gid = attrs.gid.or(Some(meta.gid));
             attrs.mode = attrs.mode.or(Some(meta.mode));
         }
-    }
     safe_fs::write_at(&dir, &name, content.as_bytes(), attrs, path)?;
     Ok(())
 }

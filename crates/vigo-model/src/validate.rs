@@ -224,11 +224,10 @@ impl Compiler<'_> {
             self.error(loc, format!("resource `{name}` has no `type`"), Some(hint));
             return None;
         };
-        if let Some((src, pos)) = &when_src {
-            if let Err(e) = when::Condition::compile(src) {
+        if let Some((src, pos)) = &when_src
+            && let Err(e) = when::Condition::compile(src) {
                 self.error(at(file, *pos), format!("invalid `when` condition: {e}"), None);
             }
-        }
         let index = self.modules.iter().map(|m| m.resources.len()).sum::<usize>() + module.resources.len();
         for (target, pos) in &notify {
             self.refs.push(PendingRef { from: index, target: target.clone(), kind: plan::Edge::Notify, loc: at(file, *pos) });

@@ -51,7 +51,7 @@ impl FleetIndex {
         match self.read().get(name) {
             None => Err("unknown envoy"),
             Some(e) if e.revoked_at.is_some() => Err("envoy is revoked"),
-            Some(e) => Ok((e.key.clone(), e.cert_fingerprint.clone())),
+            Some(e) => Ok((e.key, e.cert_fingerprint.clone())),
         }
     }
 
@@ -79,11 +79,10 @@ impl FleetIndex {
     pub fn bundle_for(&self, name: &str) -> Option<Arc<SignedBundle>> {
         let policy = self.policy()?;
         let envoy = self.get(name)?;
-        if let Some((number, b)) = &envoy.bundle {
-            if *number == policy.number {
+        if let Some((number, b)) = &envoy.bundle
+            && *number == policy.number {
                 return Some(b.clone());
             }
-        }
         let empty = Value::Object(Default::default());
         let traits = envoy.traits.as_deref().unwrap_or(&empty);
         let modules = policy.assignments.modules_for(name, traits);

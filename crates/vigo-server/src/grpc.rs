@@ -288,12 +288,11 @@ impl AgentService {
                     e.traits = Some(t.clone());
                     e.traits_digest = Some(body.traits_digest.clone());
                 }
-                if let Some(r) = &report {
-                    if report_seq > e.report_seq {
+                if let Some(r) = &report
+                    && report_seq > e.report_seq {
                         e.last_report = Some(Arc::new(r.clone()));
                         e.report_seq = report_seq;
                     }
-                }
                 e.traits_digest.as_deref() != Some(body.traits_digest.as_str())
             })
             .ok_or_else(|| Status::permission_denied("unknown envoy"))?;

@@ -278,6 +278,10 @@ fn now() -> i64 {
     vigo_server::now()
 }
 
+/// What is wrong with a forged request, the TLS identity, the claimed envoy, the key,
+/// the timestamp, and the reason the server must log.
+type ForgeCase<'a> = (&'a str, Option<&'a Host>, &'a str, &'a vigo_pki::SigningKey, i64, &'a str);
+
 #[test]
 fn forged_replayed_stale_and_misattributed_requests_are_refused_and_logged() {
     vigo_pki::install_provider();
@@ -290,7 +294,7 @@ fn forged_replayed_stale_and_misattributed_requests_are_refused_and_logged() {
     let key1 = vigo_pki::SigningKey::load(&web1.path("/var/lib/vigo/signing.key")).expect("web-1 key");
     let key2 = vigo_pki::SigningKey::load(&web2.path("/var/lib/vigo/signing.key")).expect("web-2 key");
     let stranger = vigo_pki::SigningKey::generate();
-    let cases: Vec<(&str, Option<&Host>, &str, &vigo_pki::SigningKey, i64, &str)> = vec![
+    let cases: Vec<ForgeCase<'_>> = vec![
         ("bad signature", Some(&web1), "web-1", &stranger, now(), "signature does not verify"),
         ("stale timestamp", Some(&web1), "web-1", &key1, now() - 3600, "away from server time"),
         ("future timestamp", Some(&web1), "web-1", &key1, now() + 3600, "away from server time"),
