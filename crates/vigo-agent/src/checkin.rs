@@ -1,9 +1,12 @@
-//! The check-in loop: report traits and the last run, receive the policy, converge.
+//! The check-in loop: report traits and queued results, receive the policy, converge.
 //!
 //! Every interval the agent checks in and then runs a full convergence pass,
 //! whether or not the policy changed. A bundle is used only after its signature
 //! verifies against the server's bundle key; it is cached on disk so a pass can
-//! run from it when nothing new arrives.
+//! run from it when the server is unreachable. A bundle from an older publish than
+//! the cached one is refused (a replayed or rolled-back bundle), and a cached bundle
+//! past its `expires_at` is not used offline. Each pass's report goes to the durable
+//! [`Queue`] and leaves it only once the server acknowledges storing it.
 
 use std::time::Duration;
 
@@ -13,12 +16,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vigo_executors::{Mode, Registry};
 use vigo_pki::{PublicKey, SigningKey};
-use vigo_proto::{check_in_response, CheckInBody, Signed};
+use vigo_proto::{CheckInBody, QueuedReport, Signed, check_in_response};
 
 use crate::files::write_atomic;
 use crate::paths::{AgentPaths, AgentSettings};
+use crate::queue::{BATCH, Queue};
 use crate::report::Report;
 use crate::runner::Runner;
+
+/// Check-ins one cycle makes at most to drain a backlog of queued reports.
+const MAX_DRAIN_ROUNDS: usize = 20;
 
 /// A bundle as cached on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,8 +40,10 @@ pub struct CachedBundle {
 pub struct RunState {
     /// Digest of the traits the server last received.
     pub traits_sent: Option<String>,
-    /// The last report not yet delivered, with its sequence number.
+    /// Written by older agents: their one undelivered report. Moved into the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_report: Option<(u64, String)>,
+    /// Sequence number of the newest queued report.
     pub report_seq: u64,
     pub last_checkin: Option<i64>,
 }
@@ -59,62 +68,82 @@ pub struct Cycle {
 pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
     let mut settings = AgentSettings::load(paths)?;
     let mut state = RunState::load(paths);
+    // Held for the whole cycle: one convergence pass at a time on this machine.
+    let queue = Queue::open(paths)?;
+    queue.adopt_legacy(state.report_seq, state.pending_report.take())?;
     let traits = crate::cli::traits::collect_all();
     let traits_json = serde_json::to_vec(&traits)?;
     let digest: String = Sha256::digest(&traits_json).iter().map(|b| format!("{b:02x}")).collect();
-    let cached = load_bundle(paths).ok();
-    let checked_in = match check_in(paths, &settings, &mut state, &traits_json, &digest, cached.as_ref()).await {
-        Ok(interval) => {
-            if interval >= 15 && interval != settings.interval_secs {
-                settings.interval_secs = interval;
-                settings.save(paths)?;
+    let mut checked_in = Ok(());
+    for _ in 0..MAX_DRAIN_ROUNDS {
+        let cached = load_bundle(paths).ok();
+        match check_in(paths, &settings, &mut state, &queue, &traits_json, &digest, cached.as_ref()).await {
+            Ok(reply) => {
+                if reply.interval >= 15 && reply.interval != settings.interval_secs {
+                    settings.interval_secs = reply.interval;
+                    settings.save(paths)?;
+                }
+                if reply.more_queued {
+                    continue;
+                }
             }
-            Ok(())
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "check-in failed; converging from the cached bundle");
+                checked_in = Err(format!("{e:#}"));
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "check-in failed; converging from the cached bundle");
-            Err(e.to_string())
-        }
-    };
-    let report = match load_bundle(paths) {
+        break;
+    }
+    let report = match usable_bundle(paths, checked_in.is_ok(), now()) {
         Ok(bundle) => Some(converge(&bundle, &traits)?),
         Err(e) => {
-            tracing::info!(reason = %e, "no usable policy bundle yet; nothing to converge");
+            tracing::info!(reason = %format!("{e:#}"), "no usable policy bundle; nothing to converge");
             None
         }
     };
     if let Some(r) = &report {
-        state.report_seq += 1;
-        state.pending_report = Some((state.report_seq, serde_json::to_string(r)?));
+        state.report_seq = queue.push(serde_json::to_value(r)?)?;
     }
     state.save(paths)?;
     Ok(Cycle { checked_in, report, interval_secs: settings.interval_secs })
+}
+
+/// What a successful check-in told the agent.
+struct Reply {
+    interval: u32,
+    /// A full batch was acknowledged and more reports wait: check in again now.
+    more_queued: bool,
 }
 
 async fn check_in(
     paths: &AgentPaths,
     settings: &AgentSettings,
     state: &mut RunState,
+    queue: &Queue,
     traits_json: &[u8],
     digest: &str,
     cached: Option<&CachedBundle>,
-) -> anyhow::Result<u32> {
+) -> anyhow::Result<Reply> {
     let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     let (ca, cert) = (read(paths.ca())?, read(paths.tls_cert())?);
     let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
     let signing = SigningKey::load(&paths.signing_key())?;
     let tls = vigo_pki::client_config(&ca, Some((&cert, &key)))?;
+    let queued = queue.oldest(BATCH)?;
+    let sent_up_to = queued.last().map_or(0, |e| e.seq);
     let body = CheckInBody {
         envoy: settings.name.clone(),
         traits_digest: digest.to_string(),
         traits_json: (state.traits_sent.as_deref() != Some(digest)).then(|| traits_json.to_vec()),
         policy_version: cached.map(|b| b.version.clone()).unwrap_or_default(),
-        last_report_json: state.pending_report.as_ref().map(|(_, r)| r.clone().into_bytes()),
-        report_seq: state.pending_report.as_ref().map_or(0, |(s, _)| *s),
+        last_report_json: None,
+        report_seq: 0,
+        reports: queued.iter().map(|e| QueuedReport { seq: e.seq, json: e.report.to_string().into_bytes() }).collect(),
     };
     let bytes = body.encode_to_vec();
     let sig = vigo_pki::sign_request(&signing, "CheckIn", &bytes, now());
-    let signed = Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
+    let signed =
+        Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
     let mut client = crate::client::connect(&settings.server, settings.grpc_port, tls).await?;
     let reply = client
         .check_in(signed)
@@ -123,37 +152,101 @@ async fn check_in(
         .into_inner();
     state.last_checkin = Some(now());
     state.traits_sent = if reply.send_traits { None } else { Some(digest.to_string()) };
-    if body.last_report_json.is_some() {
-        state.pending_report = None;
-    }
+    // Never forget more than was sent, whatever the server claims.
+    let acked = reply.acked_seq.min(sent_up_to);
+    queue.ack(acked)?;
     if let Some(check_in_response::Policy::Bundle(b)) = reply.policy {
-        let cached = CachedBundle {
+        let offered = CachedBundle {
             version: b.version,
             payload: base64::engine::general_purpose::STANDARD.encode(&b.payload),
             signature: String::from_utf8(b.signature).map_err(|_| anyhow::anyhow!("bundle signature is not text"))?,
         };
-        verify(paths, &cached)?;
-        write_atomic(&paths.bundle(), &serde_json::to_vec(&cached)?, 0o600)?;
-        tracing::info!(version = %cached.version, "new policy received");
+        accept_bundle(paths, cached, &offered)?;
     }
-    Ok(reply.interval_secs)
+    let more_queued = queued.len() == BATCH && acked == sent_up_to && !queue.is_empty()?;
+    Ok(Reply { interval: reply.interval_secs, more_queued })
+}
+
+/// Verifies a bundle the server sent and caches it, unless it comes from an older
+/// publish than the cached one: a server must never be able to roll an envoy back.
+pub fn accept_bundle(paths: &AgentPaths, cached: Option<&CachedBundle>, offered: &CachedBundle) -> anyhow::Result<()> {
+    let meta = Meta::of(&verify(paths, offered)?, &offered.version)?;
+    if let Some(current) = cached {
+        let have = Meta::of(&verify(paths, current)?, &current.version)?;
+        if meta.number < have.number {
+            tracing::error!(
+                offered = %offered.version,
+                cached = %current.version,
+                "refusing an older policy bundle; keeping the cached one"
+            );
+            anyhow::bail!(
+                "policy bundle {} refused: it is from publish {}, older than the cached bundle {} (publish {})",
+                offered.version,
+                meta.number,
+                current.version,
+                have.number
+            );
+        }
+    }
+    write_atomic(&paths.bundle(), &serde_json::to_vec(offered)?, 0o600)?;
+    tracing::info!(version = %offered.version, "new policy received");
+    Ok(())
 }
 
 /// The cached bundle, if its signature verifies.
 pub fn load_bundle(paths: &AgentPaths) -> anyhow::Result<CachedBundle> {
     let bytes = std::fs::read(paths.bundle()).map_err(|e| anyhow::anyhow!("{}: {e}", paths.bundle().display()))?;
-    let b: CachedBundle = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", paths.bundle().display()))?;
+    let b: CachedBundle =
+        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", paths.bundle().display()))?;
     verify(paths, &b)?;
     Ok(b)
 }
 
+/// The cached bundle if it may be converged from now: its signature verifies and,
+/// when the server was not reached this cycle, it has not expired. Right after a
+/// check-in the server has just vouched for it, whatever its age.
+pub fn usable_bundle(paths: &AgentPaths, checked_in: bool, now: i64) -> anyhow::Result<CachedBundle> {
+    let bundle = load_bundle(paths)?;
+    if checked_in {
+        return Ok(bundle);
+    }
+    let meta = Meta::of(&verify(paths, &bundle)?, &bundle.version)?;
+    if let Some(at) = meta.expires_at.filter(|at| *at <= now) {
+        tracing::error!(version = %bundle.version, expired_at = at, "cached policy bundle expired; not converging offline");
+        anyhow::bail!(
+            "cached policy bundle {} expired at {at} (unix seconds) and the server is unreachable: \
+             not converging until a check-in succeeds",
+            bundle.version
+        );
+    }
+    Ok(bundle)
+}
+
 fn verify(paths: &AgentPaths, b: &CachedBundle) -> anyhow::Result<Vec<u8>> {
-    let key_text = std::fs::read_to_string(paths.bundle_pub()).map_err(|e| anyhow::anyhow!("{}: {e}", paths.bundle_pub().display()))?;
+    let key_text = std::fs::read_to_string(paths.bundle_pub())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", paths.bundle_pub().display()))?;
     let key = PublicKey::from_b64(key_text.trim())?;
-    let payload = base64::engine::general_purpose::STANDARD.decode(&b.payload)?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&b.payload)
+        .map_err(|e| anyhow::anyhow!("policy bundle {} refused: payload is not base64: {e}", b.version))?;
     vigo_pki::verify_bundle(&key, &payload, &b.signature)
         .map_err(|e| anyhow::anyhow!("policy bundle {} refused: {e}", b.version))?;
     Ok(payload)
+}
+
+/// The signed facts about a bundle that decide whether it may be used.
+#[derive(Deserialize)]
+struct Meta {
+    number: i64,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+impl Meta {
+    fn of(payload: &[u8], version: &str) -> anyhow::Result<Self> {
+        serde_json::from_slice(payload)
+            .map_err(|e| anyhow::anyhow!("policy bundle {version}: payload has no publish number: {e}"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -208,12 +301,13 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
 
 fn rand_splay(interval: u32) -> Duration {
     let max_ms = u64::from(interval) * 100;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     Duration::from_millis(u64::from(nanos) % max_ms.max(1))
 }
 
 async fn terminate() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut s) => {
             tokio::select! { _ = s.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
@@ -227,4 +321,96 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        paths: AgentPaths,
+        key: SigningKey,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = AgentPaths { etc: dir.path().join("etc"), state: dir.path().join("state") };
+        std::fs::create_dir_all(&paths.state).expect("state dir");
+        let key = SigningKey::generate();
+        std::fs::write(paths.bundle_pub(), key.public_key_b64()).expect("bundle.pub");
+        Fixture { _dir: dir, paths, key }
+    }
+
+    fn bundle(key: &SigningKey, number: i64, expires_at: Option<i64>) -> CachedBundle {
+        let payload = serde_json::json!({
+            "number": number,
+            "modules": [{"file": "m.yaml", "text": format!("name: m{number}\nresources: []\n")}],
+            "templates": {},
+            "expires_at": expires_at,
+        });
+        let bytes = serde_json::to_vec(&payload).expect("json");
+        CachedBundle {
+            version: format!("{number}-abc"),
+            payload: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            signature: vigo_pki::sign_bundle(key, &bytes),
+        }
+    }
+
+    fn cached_version(paths: &AgentPaths) -> String {
+        load_bundle(paths).expect("cached bundle").version
+    }
+
+    #[test]
+    fn newer_or_equal_publishes_replace_the_cache_and_older_ones_are_refused() {
+        let f = fixture();
+        let (v3, v5) = (bundle(&f.key, 3, None), bundle(&f.key, 5, None));
+        accept_bundle(&f.paths, None, &v3).expect("first bundle");
+        accept_bundle(&f.paths, Some(&v3), &v5).expect("newer");
+        assert_eq!(cached_version(&f.paths), "5-abc");
+        let err = accept_bundle(&f.paths, Some(&v5), &v3).expect_err("older").to_string();
+        assert!(err.contains("3-abc refused") && err.contains("older than the cached bundle 5-abc"), "{err}");
+        assert_eq!(cached_version(&f.paths), "5-abc", "the cache is kept");
+        // The same publish built for another module set (traits changed) is fine.
+        let mut other = bundle(&f.key, 5, None);
+        other.version = "5-def".into();
+        accept_bundle(&f.paths, Some(&v5), &other).expect("same publish");
+        assert_eq!(cached_version(&f.paths), "5-def");
+    }
+
+    #[test]
+    fn tampered_or_foreign_bundles_are_refused_and_nothing_is_cached() {
+        let f = fixture();
+        let good = bundle(&f.key, 2, None);
+        let mut flipped = good.clone();
+        let mut bytes = base64::engine::general_purpose::STANDARD.decode(&good.payload).expect("b64");
+        bytes[10] ^= 0x01;
+        flipped.payload = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let foreign = bundle(&SigningKey::generate(), 2, None);
+        for (what, b) in [("flipped byte", &flipped), ("foreign key", &foreign)] {
+            let err = accept_bundle(&f.paths, None, b).expect_err(what).to_string();
+            assert!(err.contains("policy bundle 2-abc refused"), "{what}: {err}");
+            assert!(!f.paths.bundle().exists(), "{what}: cached");
+        }
+        // The same bundles already on disk (a tampered cache) are refused too.
+        for (what, b) in [("flipped byte", &flipped), ("foreign key", &foreign)] {
+            std::fs::write(f.paths.bundle(), serde_json::to_vec(b).expect("json")).expect("write cache");
+            let err = usable_bundle(&f.paths, false, now()).expect_err(what).to_string();
+            assert!(err.contains("refused"), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_expired_cache_is_refused_offline_only() {
+        let f = fixture();
+        let t = now();
+        accept_bundle(&f.paths, None, &bundle(&f.key, 1, Some(t - 1))).expect("accept");
+        let err = usable_bundle(&f.paths, false, t).expect_err("expired").to_string();
+        assert!(err.contains("expired at") && err.contains("server is unreachable"), "{err}");
+        assert!(usable_bundle(&f.paths, true, t).is_ok(), "the server just vouched for it");
+        accept_bundle(&f.paths, None, &bundle(&f.key, 2, Some(t + 60))).expect("accept");
+        assert!(usable_bundle(&f.paths, false, t).is_ok(), "not yet expired");
+        accept_bundle(&f.paths, None, &bundle(&f.key, 3, None)).expect("accept");
+        assert!(usable_bundle(&f.paths, false, i64::MAX).is_ok(), "no expiry by default");
+    }
 }

@@ -11,5 +11,6 @@ pub mod files;
 pub mod load;
 pub mod output;
 pub mod paths;
+pub mod queue;
 pub mod report;
 pub mod runner;

@@ -43,6 +43,8 @@ pub struct Options {
     pub reconnect: bool,
     pub tls_resume: bool,
     pub enroll_concurrency: usize,
+    /// Send the last pass's report with every check-in, as the agent does.
+    pub reports: bool,
     /// Print progress lines to stderr.
     pub progress: bool,
 }
@@ -60,10 +62,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let measured = measured.map_err(|e| anyhow::anyhow!("{e:#}\nlast server log lines:\n{}", server.log_tail()));
     // Every task holding the server has finished by now; if one had not, dropping
     // the last handle kills the process instead.
+    let stopping = Instant::now();
     let stopped = match Arc::try_unwrap(server) {
         Ok(server) => server.stop().await,
         Err(_) => Ok(()),
     };
+    if options.progress {
+        eprintln!("vigo-bench: vigosrv stopped in {:.1} s", stopping.elapsed().as_secs_f64());
+    }
     let report = measured?;
     stopped?;
     Ok(report)
@@ -94,7 +100,7 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<Repo
     note(format!("enrolled in {:.1} s; load for {:.0} s", enrollment.as_secs_f64(), (options.warmup + options.duration).as_secs_f64()));
 
     let traits = Arc::new(Traits::collect()?);
-    let report_json = Arc::new(pass_report()?);
+    let report_json = Arc::new(if options.reports { Some(pass_report()?) } else { None });
     let start = Instant::now() + LEAD_IN;
     let window_start = start + options.warmup;
     let plan = Plan {
@@ -141,6 +147,7 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<Repo
         offered_per_sec: options.envoys as f64 / options.interval.as_secs_f64(),
         connections: if options.reconnect { "reconnect" } else { "persistent" },
         tls_resume: options.tls_resume,
+        reports: options.reports,
         enrollment_secs: enrollment.as_secs_f64(),
         warmup_secs: options.warmup.as_secs_f64(),
         window_secs: window,
@@ -262,7 +269,7 @@ struct Simulated {
     envoy: Envoy,
     port: u16,
     traits: Arc<Traits>,
-    report_json: Arc<Vec<u8>>,
+    report_json: Arc<Option<Vec<u8>>>,
 }
 
 /// What the agent remembers between check-ins.
@@ -326,14 +333,17 @@ impl Simulated {
             Some(c) if !reconnect => c,
             _ => self.connect().await?,
         };
-        state.report_seq += 1;
+        if self.report_json.is_some() {
+            state.report_seq += 1;
+        }
         let body = CheckInBody {
             envoy: self.envoy.name.clone(),
             traits_digest: self.traits.digest.clone(),
             traits_json: (!state.traits_sent).then(|| self.traits.json.clone()),
             policy_version: state.policy_version.clone(),
-            last_report_json: Some(self.report_json.to_vec()),
+            last_report_json: self.report_json.as_ref().clone(),
             report_seq: state.report_seq,
+            reports: Vec::new(),
         };
         let bytes = body.encode_to_vec();
         let sig = vigo_pki::sign_request(&self.envoy.signing, "CheckIn", &bytes, unix_now());
@@ -395,6 +405,7 @@ mod tests {
             reconnect: false,
             tls_resume: false,
             enroll_concurrency: 3,
+            reports: true,
             progress: false,
         };
         let report = run(&options).await.expect("benchmark runs");

@@ -55,6 +55,9 @@ struct CheckinsArgs {
     /// Enrollments in flight at once (each costs two bcrypt operations on the server).
     #[arg(long, default_value_t = 8)]
     enroll_concurrency: usize,
+    /// Leave the last pass's report out of every check-in (the agent sends one each time).
+    #[arg(long)]
+    no_reports: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -108,6 +111,7 @@ async fn checkins_command(args: CheckinsArgs) -> anyhow::Result<()> {
         reconnect: args.reconnect,
         tls_resume: args.tls_resume,
         enroll_concurrency: args.enroll_concurrency.max(1),
+        reports: !args.no_reports,
         progress: !args.json,
     };
     if options.interval.is_zero() {

@@ -19,6 +19,8 @@ pub struct Report {
     /// `persistent` (one HTTP/2 channel per envoy) or `reconnect` (a TLS connection per check-in).
     pub connections: &'static str,
     pub tls_resume: bool,
+    /// Whether every check-in carried a run report, as the agent's do.
+    pub reports: bool,
     pub enrollment_secs: f64,
     pub warmup_secs: f64,
     pub window_secs: f64,
@@ -86,8 +88,11 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "vigo-bench checkins: {} envoys every {} ms, offering {:.0}/s\n  connections: {how}",
-            self.envoys, self.interval_ms, self.offered_per_sec
+            "vigo-bench checkins: {} envoys every {} ms, offering {:.0}/s\n  connections: {how}\n  reports:     {}",
+            self.envoys,
+            self.interval_ms,
+            self.offered_per_sec,
+            if self.reports { "one run report per check-in (like the agent)" } else { "none (--no-reports)" }
         );
         let _ = writeln!(out, "enrollment:   {} envoys in {:.1} s (bcrypt cost 10 per token, twice)", self.envoys, self.enrollment_secs);
         let _ = writeln!(out, "window:       {:.1} s after {:.1} s of warm-up", self.window_secs, self.warmup_secs);

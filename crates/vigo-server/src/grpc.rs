@@ -18,7 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use vigo_proto::agent_server::{Agent, AgentServer};
-use vigo_proto::{check_in_response, Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, NotModified, Signed};
+use vigo_proto::{
+    check_in_response, Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, NotModified, QueuedReport, Signed,
+};
 use vigo_store::{EnvoyRow, WriteOp};
 
 use crate::fleet::Envoy;
@@ -222,6 +224,7 @@ impl Agent for AgentService {
             bundle: None,
         });
         tracing::info!(envoy = %host, token = %row.id, peer = ?peer.addr, "envoy enrolled");
+        self.server.audit_as(&host, "enroll", &host, serde_json::json!({"token": row.id, "peer": peer.addr.map(|a| a.to_string())})).await;
         Ok(Response::new(EnrollResponse {
             envoy: host,
             certificate_pem: cert,
@@ -273,8 +276,20 @@ impl AgentService {
             }
             None => None,
         };
-        let report = body.last_report_json.as_ref().map(|r| String::from_utf8_lossy(r).to_string());
-        let report_seq = i64::try_from(body.report_seq).unwrap_or(i64::MAX);
+        if body.reports.len() > MAX_REPORTS_PER_CHECKIN {
+            let why = format!("{} queued reports in one check-in (at most {MAX_REPORTS_PER_CHECKIN})", body.reports.len());
+            return Err(refuse_body(&name, &why));
+        }
+        // The newest report is also the envoy's "last report"; a legacy single report wins
+        // because an agent sending one sends no queue.
+        let newest = body.reports.iter().max_by_key(|r| r.seq).map(|r| (r.seq, &r.json));
+        let (report_seq, report) = match (&body.last_report_json, newest) {
+            (Some(json), _) => (body.report_seq, Some(json)),
+            (None, Some((seq, json))) => (seq, Some(json)),
+            (None, None) => (0, None),
+        };
+        let report = report.map(|r| String::from_utf8_lossy(r).to_string());
+        let report_seq = i64::try_from(report_seq).unwrap_or(i64::MAX);
         let send_traits = self
             .server
             .fleet
@@ -296,6 +311,7 @@ impl AgentService {
                 e.traits_digest.as_deref() != Some(body.traits_digest.as_str())
             })
             .ok_or_else(|| Status::permission_denied("unknown envoy"))?;
+        let acked_seq = self.store_reports(&name, &body.reports, now).await;
         self.server
             .writer
             .send(WriteOp::CheckIn {
@@ -319,6 +335,45 @@ impl AgentService {
             policy: Some(policy),
             interval_secs: self.server.settings.interval_secs,
             send_traits,
+            acked_seq,
         }))
     }
+
+    /// Stores queued reports before answering, and returns the highest sequence number
+    /// the agent may forget (0: none). The batching writer is not used here: it commits
+    /// later, and an acknowledgement must only ever name what is already durable. All the
+    /// reports go in one transaction, so the acknowledgement covers every one sent.
+    async fn store_reports(&self, name: &str, reports: &[QueuedReport], now: i64) -> u64 {
+        let Some(highest) = reports.iter().map(|r| r.seq).max() else { return 0 };
+        let mut rows = Vec::with_capacity(reports.len());
+        for r in reports {
+            let Ok(seq) = i64::try_from(r.seq) else {
+                tracing::warn!(envoy = name, seq = r.seq, "report dropped: sequence number out of range");
+                continue;
+            };
+            // Something that is not JSON would fail the whole transaction on every resend
+            // and wedge the agent's queue; it cannot be stored anyway, so it is dropped.
+            if seq == 0 || serde_json::from_slice::<serde::de::IgnoredAny>(&r.json).is_err() {
+                tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0");
+                continue;
+            }
+            rows.push((seq, String::from_utf8_lossy(&r.json).into_owned()));
+        }
+        let op = WriteOp::Reports { envoy: name.to_string(), at: now, reports: rows };
+        match self.server.store.apply_batch(std::slice::from_ref(&op)).await {
+            Ok(()) => highest,
+            Err(e) => {
+                tracing::error!(envoy = name, error = %e, "queued reports not stored; the agent will resend them");
+                0
+            }
+        }
+    }
+}
+
+/// Most queued reports one check-in may carry; the agent sends its backlog in chunks.
+pub const MAX_REPORTS_PER_CHECKIN: usize = 50;
+
+fn refuse_body(envoy: &str, why: &str) -> Status {
+    tracing::warn!(envoy, reason = why, "request refused");
+    Status::invalid_argument(why.to_string())
 }

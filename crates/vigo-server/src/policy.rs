@@ -34,6 +34,10 @@ pub struct Payload {
     /// Only in the snapshot: the assignments file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignments: Option<String>,
+    /// Unix seconds after which an agent must not converge from this bundle without a
+    /// fresh check-in (publish time plus `bundle_expiry_secs`); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// A signed bundle, ready to send.
@@ -79,9 +83,14 @@ impl Policy {
             }
         };
         let mut diags = Diagnostics::default();
-        if let Err(e) = crate::settings::Settings::load(config_dir) {
-            diags.push(Diagnostic::new(Loc::file(Path::new("server.yaml")), e.to_string()));
-        }
+        let expiry = match crate::settings::Settings::load(config_dir) {
+            Ok(s) => s.bundle_expiry_secs,
+            Err(e) => {
+                diags.push(Diagnostic::new(Loc::file(Path::new("server.yaml")), e.to_string()));
+                None
+            }
+        };
+        let expires_at = expiry.map(|secs| crate::now().saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)));
         let modules: Vec<ModuleFile> = sources
             .modules
             .iter()
@@ -90,7 +99,7 @@ impl Policy {
                 text: text.clone(),
             })
             .collect();
-        let snapshot = Payload { number, modules, templates: sources.templates.clone(), assignments };
+        let snapshot = Payload { number, modules, templates: sources.templates.clone(), assignments, expires_at };
         match Self::from_snapshot(snapshot, key) {
             Ok(p) if diags.is_empty() => Ok(p),
             Ok(_) => Err(diags),
@@ -184,7 +193,8 @@ impl Policy {
                 }
             }
         }
-        let payload = Payload { number: self.number, modules: files, templates, assignments: None };
+        let payload =
+            Payload { number: self.number, modules: files, templates, assignments: None, expires_at: self.snapshot.expires_at };
         let bundle = Arc::new(self.sign(&payload));
         cache.insert(key, bundle.clone());
         bundle

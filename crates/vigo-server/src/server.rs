@@ -75,6 +75,7 @@ pub struct FleetStatus {
     pub revoked: usize,
     pub policy_number: Option<i64>,
     pub interval_secs: u32,
+    pub states: std::collections::BTreeMap<String, usize>,
 }
 
 pub struct Inner {
@@ -88,6 +89,7 @@ pub struct Inner {
     pub bundle_key: Arc<SigningKey>,
     pub ca: vigo_pki::FleetCa,
     pub writer: Writer,
+    pub audit: crate::audit::AuditLog,
     admin_hashes: std::sync::RwLock<Vec<String>>,
     publish_lock: tokio::sync::Mutex<()>,
 }
@@ -127,6 +129,7 @@ impl Server {
         }
         let admin_hashes = store.admin_tokens().await?.into_iter().map(|t| t.sha256).collect();
         let (writer, handle) = Writer::start(store.clone());
+        let audit = crate::audit::AuditLog::open(&store).await?;
         let inner = Inner {
             state,
             config_dir,
@@ -138,6 +141,7 @@ impl Server {
             bundle_key,
             ca,
             writer,
+            audit,
             admin_hashes: std::sync::RwLock::new(admin_hashes),
             publish_lock: tokio::sync::Mutex::new(()),
         };
@@ -170,6 +174,7 @@ impl Server {
         };
         self.store.insert_token(&row).await?;
         tracing::info!(token = %row.id, hosts, "enrollment token created");
+        self.audit("token.create", &row.id, serde_json::json!({"hosts": hosts, "expires_at": expires_at})).await;
         Ok(CreatedToken { id: new.id, token: new.secret, hosts: hosts.to_string(), expires_at })
     }
 
@@ -180,6 +185,7 @@ impl Server {
     pub async fn revoke_token(&self, id: &str) -> Result<(), OpError> {
         if self.store.revoke_token(id).await? {
             tracing::info!(token = id, "enrollment token revoked");
+            self.audit("token.revoke", id, serde_json::json!({})).await;
             Ok(())
         } else {
             Err(OpError::NotFound(format!("no token `{id}`")))
@@ -208,6 +214,7 @@ impl Server {
         let _ = self.revoked.revoke(&fp);
         self.store.revoke_envoy(name, now).await?;
         tracing::warn!(envoy = name, "envoy revoked");
+        self.audit("envoy.revoke", name, serde_json::json!({"cert_fingerprint": fp})).await;
         Ok(())
     }
 
@@ -217,13 +224,17 @@ impl Server {
         let number = self.store.versions().await?.first().map_or(1, |v| v.number + 1);
         let dir = self.config_dir.clone();
         let key = self.bundle_key.clone();
-        let policy = tokio::task::spawn_blocking(move || Policy::compile_dir(&dir, number, key))
+        let compiled = tokio::task::spawn_blocking(move || Policy::compile_dir(&dir, number, key))
             .await
-            .map_err(|e| OpError::Internal(e.to_string()))?
-            .map_err(|d| {
+            .map_err(|e| OpError::Internal(e.to_string()))?;
+        let policy = match compiled {
+            Ok(policy) => policy,
+            Err(d) => {
                 tracing::warn!(problems = d.len(), "publish refused: invalid configuration");
-                OpError::InvalidConfig(d)
-            })?;
+                self.audit("publish.failed", "configuration", serde_json::json!({"message": message, "problems": d.len()})).await;
+                return Err(OpError::InvalidConfig(d));
+            }
+        };
         let envoys = self.fleet.all();
         for e in &envoys {
             let empty = serde_json::Value::Object(Default::default());
@@ -237,6 +248,7 @@ impl Server {
         let modules = policy.module_count();
         self.fleet.set_policy(Arc::new(policy));
         tracing::info!(number, modules, "configuration published");
+        self.audit("publish", &number.to_string(), serde_json::json!({"message": message, "modules": modules})).await;
         Ok(Published { number, modules, envoys: envoys.len() })
     }
 
@@ -250,6 +262,10 @@ impl Server {
         let all = self.fleet.all();
         let live: Vec<&Envoy> = all.iter().filter(|e| e.revoked_at.is_none()).collect();
         let fresh = |e: &&&Envoy| e.last_checkin.is_some_and(|t| now - t <= 3 * interval);
+        let mut states = std::collections::BTreeMap::new();
+        for e in &all {
+            *states.entry(crate::convergence::state_of(e, now, interval).as_str().to_string()).or_insert(0) += 1;
+        }
         FleetStatus {
             envoys: live.len(),
             active: live.iter().filter(fresh).count(),
@@ -258,6 +274,7 @@ impl Server {
             revoked: all.len() - live.len(),
             policy_number: self.fleet.policy().map(|p| p.number),
             interval_secs: self.settings.interval_secs,
+            states,
         }
     }
 }

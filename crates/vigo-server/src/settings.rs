@@ -15,6 +15,10 @@ pub struct Settings {
     /// Seconds between agent check-ins (at least 15).
     pub interval_secs: u32,
     pub storage: Storage,
+    /// Seconds after a publish during which agents that cannot reach the server keep
+    /// enforcing its bundles; past it they refuse to converge offline until they hear
+    /// from the server again. Unset: bundles never expire. Online agents are unaffected.
+    pub bundle_expiry_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -50,7 +54,7 @@ impl Default for Listen {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { listen: Listen::default(), interval_secs: 60, storage: Storage::default() }
+        Self { listen: Listen::default(), interval_secs: 60, storage: Storage::default(), bundle_expiry_secs: None }
     }
 }
 

@@ -105,6 +105,7 @@ pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> 
     if store.admin_tokens().await?.is_empty() {
         let (id, token) = new_admin_token();
         store.insert_admin_token(&id, &admin_token_hash(&token), crate::now()).await?;
+        crate::audit::record(&store, crate::audit::SYSTEM, "admin_token.create", &id, &serde_json::json!({})).await?;
         write_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
         created.push(format!("admin token ({})", dir.admin_token().display()));
         admin_token = Some(token);

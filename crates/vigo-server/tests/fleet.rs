@@ -205,10 +205,21 @@ fn publish_converges_repairs_drift_and_invalid_publish_changes_nothing() {
     assert_eq!(w.cli_ok(&["versions", "list", "--json"]), before);
     assert!(run_once(&web2).status.success());
     assert_eq!(std::fs::read_to_string(web2.path(MOTD)).expect("motd"), "managed by vigo\n");
-    // Results reach the server.
+    // Results reach the server (a report travels with the next check-in) and set the state:
+    // the repaired hand edit made web-2 `relapsed`, a clean run makes it `converged`.
+    let state = |name: &str| {
+        let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", name, "--json"])).expect("json");
+        assert!(show["last_report"]["summary"].is_object(), "{show}");
+        show["state"].as_str().expect("state").to_string()
+    };
+    std::fs::write(web2.path(MOTD), "hand edit\n").expect("edit");
     assert!(run_once(&web2).status.success());
-    let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-2", "--json"])).expect("json");
-    assert!(show["last_report"]["summary"].is_object(), "{show}");
+    assert!(run_once(&web2).status.success());
+    assert_eq!(state("web-2"), "relapsed");
+    assert!(run_once(&web2).status.success());
+    assert_eq!(state("web-2"), "converged");
+    let status: serde_json::Value = serde_json::from_str(&w.cli_ok(&["status", "--json"])).expect("json");
+    assert_eq!(status["states"]["converged"], 1, "{status}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, TokenRow, VersionRow};
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, TokenRow, VersionRow};
 
 type Column<T> = Result<T, sqlx::Error>;
 
@@ -101,4 +101,13 @@ pub(crate) fn bundle(row: &impl Columns) -> Column<BundleRow> {
 /// Decodes every fetched row with `decode`.
 pub(crate) fn all<R: Columns, T>(rows: Column<Vec<R>>, decode: fn(&R) -> Column<T>) -> Column<Vec<T>> {
     rows?.iter().map(decode).collect()
+}
+
+pub(crate) fn report(row: &impl Columns) -> Column<ReportRow> {
+    Ok(ReportRow {
+        envoy: row.text("envoy")?,
+        seq: row.int("seq")?,
+        received_at: row.int("received_at")?,
+        report_json: row.text("report_json")?,
+    })
 }

@@ -70,6 +70,16 @@ pub struct BundleRow {
     pub signature: Vec<u8>,
 }
 
+/// One run report an envoy delivered from its queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportRow {
+    pub envoy: String,
+    /// The envoy's sequence number for it: unique per envoy, increasing with run order.
+    pub seq: i64,
+    pub received_at: i64,
+    pub report_json: String,
+}
+
 /// A write the server's batching writer queues; [`crate::Store::apply_batch`] applies many
 /// in one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,4 +97,8 @@ pub enum WriteOp {
         /// `(sequence number, report JSON)`.
         report: Option<(i64, String)>,
     },
+    /// Queued run reports an envoy delivered, as `(sequence number, report JSON)`. Each
+    /// `(envoy, seq)` is stored once: a resent report changes nothing, so an agent may
+    /// resend whatever it was not sure was stored.
+    Reports { envoy: String, at: i64, reports: Vec<(i64, String)> },
 }

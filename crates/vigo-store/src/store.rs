@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::columns;
 use crate::error::{Result, StoreError, on_row, on_table, redact};
 use crate::migrations;
-use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, TokenRow, VersionRow, WriteOp};
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, TokenRow, VersionRow, WriteOp};
 
 /// How long an SQLite writer waits for another connection's write lock before failing;
 /// writes are short, so this only runs out when something is badly wrong.
@@ -24,6 +24,7 @@ const ADMIN_TOKENS: &str = "admin_tokens";
 const ENVOYS: &str = "envoys";
 const VERSIONS: &str = "versions";
 const BUNDLES: &str = "bundles";
+const REPORTS: &str = "reports";
 
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +56,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+mod audit;
+pub use audit::{AuditEvent, AuditRow, GENESIS_HASH};
 
 impl Store {
     /// Opens the database at `url`, creating an SQLite file if it is missing, and brings
@@ -208,25 +212,35 @@ impl Store {
              last_report_json = excluded.last_report_json, \
              report_seq = excluded.report_seq \
             WHERE envoys.revoked_at IS NOT NULL";
-        let written = on_pool!(self, p => sqlx::query(SQL)
-            .bind(&e.name)
-            .bind(&e.signing_key)
-            .bind(&e.cert_fingerprint)
-            .bind(e.enrolled_at)
-            .bind(e.revoked_at)
-            .bind(e.last_checkin)
-            .bind(&e.traits_json)
-            .bind(&e.policy_version)
-            .bind(&e.last_report_json)
-            .bind(e.report_seq)
-            .execute(p)
-            .await
-            .map(|done| done.rows_affected()))
-        .map_err(on_row(ENVOYS, "insert", &e.name))?;
-        if written == 0 {
-            return Err(StoreError::Conflict { table: ENVOYS, key: e.name.clone() });
+        // A replaced envoy starts without history: its old reports go in the same
+        // transaction, or the new incarnation's sequence numbers would collide with them.
+        const FORGET_REPORTS: &str = "DELETE FROM reports WHERE envoy = $1";
+        on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            let written = sqlx::query(SQL)
+                .bind(&e.name)
+                .bind(&e.signing_key)
+                .bind(&e.cert_fingerprint)
+                .bind(e.enrolled_at)
+                .bind(e.revoked_at)
+                .bind(e.last_checkin)
+                .bind(&e.traits_json)
+                .bind(&e.policy_version)
+                .bind(&e.last_report_json)
+                .bind(e.report_seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if written == 0 {
+                return Ok(false);
+            }
+            sqlx::query(FORGET_REPORTS).bind(&e.name).execute(&mut *tx).await?;
+            tx.commit().await.map(|()| true)
         }
-        Ok(())
+        .await)
+        .map_err(on_row(ENVOYS, "insert", &e.name))?
+        .then_some(())
+        .ok_or_else(|| StoreError::Conflict { table: ENVOYS, key: e.name.clone() })
     }
 
     /// Every envoy, by name.
@@ -264,6 +278,8 @@ impl Store {
              last_report_json = CASE WHEN $5 > report_seq THEN $6 ELSE last_report_json END, \
              report_seq = CASE WHEN $5 > report_seq THEN $5 ELSE report_seq END \
             WHERE name = $1";
+        const REPORT: &str = "INSERT INTO reports (envoy, seq, received_at, report_json) \
+            VALUES ($1, $2, $3, $4) ON CONFLICT (envoy, seq) DO NOTHING";
         on_pool!(self, p => async {
             let mut tx = p.begin().await.map_err(on_table(ENVOYS, "begin batch on"))?;
             for op in ops {
@@ -284,11 +300,30 @@ impl Store {
                             .await
                             .map_err(on_row(ENVOYS, "record check-in of", envoy))?;
                     }
+                    WriteOp::Reports { envoy, at, reports } => {
+                        for (seq, json) in reports {
+                            sqlx::query(REPORT)
+                                .bind(envoy)
+                                .bind(*seq)
+                                .bind(*at)
+                                .bind(json)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(on_row(REPORTS, "insert", &format!("{envoy}/{seq}")))?;
+                        }
+                    }
                 }
             }
             tx.commit().await.map_err(on_table(ENVOYS, "commit batch on"))
         }
         .await)
+    }
+
+    /// The reports envoy `name` delivered, by sequence number.
+    pub async fn reports(&self, name: &str) -> Result<Vec<ReportRow>> {
+        const SQL: &str = "SELECT envoy, seq, received_at, report_json FROM reports WHERE envoy = $1 ORDER BY seq";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).bind(name).fetch_all(p).await, columns::report))
+            .map_err(on_row(REPORTS, "list", name))
     }
 
     // ---- versions and bundles ----

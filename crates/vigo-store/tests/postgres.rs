@@ -82,6 +82,7 @@ scenarios!(fresh;
     check_in_updates,
     batch_is_atomic,
     versions_and_bundles,
+    reports_are_stored_once,
 );
 
 #[tokio::test]

@@ -33,6 +33,7 @@ struct Summary {
     last_checkin: Option<i64>,
     policy_version: Option<String>,
     revoked_at: Option<i64>,
+    state: String,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +82,7 @@ async fn list(client: &Client, format: Format) -> anyhow::Result<u8> {
                 checkin(e.last_checkin, now),
                 e.policy_version.unwrap_or_else(|| "-".into()),
                 output::when(e.enrolled_at),
-                if e.revoked_at.is_some() { "revoked".into() } else { "enrolled".into() },
+                e.state.replace('_', " "),
             ]
         })
         .collect();
@@ -99,10 +100,10 @@ async fn show(client: &Client, name: &str, format: Format) -> anyhow::Result<u8>
     let s = &d.summary;
     let now = output::now();
     println!("name:             {}", s.name);
-    println!(
-        "state:            {}",
-        s.revoked_at.map_or_else(|| "enrolled".into(), |t| format!("revoked {}", output::when(t)))
-    );
+    match s.revoked_at {
+        Some(t) => println!("state:            revoked {}", output::when(t)),
+        None => println!("state:            {}", s.state.replace('_', " ")),
+    }
     println!("enrolled:         {}", output::when(s.enrolled_at));
     println!("last check-in:    {}", checkin(s.last_checkin, now));
     println!("policy version:   {}", s.policy_version.as_deref().unwrap_or("-"));

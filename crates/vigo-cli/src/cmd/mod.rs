@@ -1,5 +1,6 @@
 //! The `vigocli` subcommands, one file per group.
 
+mod audit;
 mod envoys;
 mod login;
 mod publish;
@@ -42,6 +43,9 @@ pub enum Command {
     Versions(versions::Command),
     /// The fleet at a glance.
     Status(status::Args),
+    /// The tamper-evident audit trail: list, verify.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 /// `--json` for read verbs: print the server's JSON instead of a table.
@@ -63,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Publish(a) => publish::run(&connect()?, a).await,
         Command::Versions(c) => versions::run(&connect()?, c).await,
         Command::Status(a) => status::run(&connect()?, a).await,
+        Command::Audit(c) => audit::run(&connect()?, c).await,
     }
 }
 

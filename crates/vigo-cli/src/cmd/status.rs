@@ -21,6 +21,8 @@ struct Status {
     revoked: u64,
     active_version: Option<i64>,
     interval_secs: u64,
+    #[serde(default)]
+    states: std::collections::BTreeMap<String, u64>,
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<u8> {
@@ -41,5 +43,9 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<u8> {
         s.active_version.map_or_else(|| "none (nothing published yet)".into(), |v| v.to_string())
     );
     println!("check-in interval: {}s", s.interval_secs);
+    if !s.states.is_empty() {
+        let states: Vec<String> = s.states.iter().map(|(k, v)| format!("{v} {}", k.replace('_', " "))).collect();
+        println!("convergence:       {}", states.join(", "));
+    }
     Ok(0)
 }

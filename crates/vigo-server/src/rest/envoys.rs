@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use crate::convergence::{state_of, ConvergenceState};
 use crate::fleet::Envoy;
 use crate::server::Server;
 
@@ -23,6 +24,8 @@ pub struct EnvoySummary {
     pub revoked: bool,
     /// Unix seconds.
     pub revoked_at: Option<i64>,
+    /// Convergence state computed from the last report and check-in.
+    pub state: ConvergenceState,
 }
 
 /// One envoy in full.
@@ -40,9 +43,10 @@ pub struct EnvoyDetail {
     pub report_seq: i64,
 }
 
-impl From<&Envoy> for EnvoySummary {
-    fn from(e: &Envoy) -> Self {
+impl EnvoySummary {
+    fn of(e: &Envoy, server: &Server) -> Self {
         Self {
+            state: state_of(e, crate::now(), i64::from(server.settings.interval_secs)),
             name: e.name.clone(),
             enrolled_at: e.enrolled_at,
             last_checkin: e.last_checkin,
@@ -53,8 +57,8 @@ impl From<&Envoy> for EnvoySummary {
     }
 }
 
-impl From<&Envoy> for EnvoyDetail {
-    fn from(e: &Envoy) -> Self {
+impl EnvoyDetail {
+    fn of(e: &Envoy, server: &Server) -> Self {
         // A report that is not JSON (an older agent, a truncated row) is still worth
         // showing, so it travels as a string rather than being dropped.
         let last_report = e
@@ -62,7 +66,7 @@ impl From<&Envoy> for EnvoyDetail {
             .as_deref()
             .map(|text| serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())));
         Self {
-            summary: EnvoySummary::from(e),
+            summary: EnvoySummary::of(e, server),
             cert_fingerprint: e.cert_fingerprint.clone(),
             traits: e.traits.as_deref().cloned(),
             last_report,
@@ -83,7 +87,7 @@ impl From<&Envoy> for EnvoyDetail {
     security(("admin_token" = []))
 )]
 pub async fn list_envoys(State(server): State<Server>) -> Json<Vec<EnvoySummary>> {
-    Json(server.envoys().iter().map(EnvoySummary::from).collect())
+    Json(server.envoys().iter().map(|e| EnvoySummary::of(e, &server)).collect())
 }
 
 /// Shows one envoy with its traits and last report.
@@ -100,7 +104,7 @@ pub async fn list_envoys(State(server): State<Server>) -> Json<Vec<EnvoySummary>
     security(("admin_token" = []))
 )]
 pub async fn show_envoy(State(server): State<Server>, Path(name): Path<String>) -> Result<Json<EnvoyDetail>, ApiError> {
-    Ok(Json(EnvoyDetail::from(&server.envoy(&name)?)))
+    Ok(Json(EnvoyDetail::of(&server.envoy(&name)?, &server)))
 }
 
 /// Revokes an envoy: its certificate and signatures are refused from now on.

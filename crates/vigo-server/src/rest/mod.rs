@@ -6,6 +6,7 @@
 //! only translate JSON to [`Server`] calls and back; errors leave in the shape
 //! of [`error::ErrorBody`].
 
+mod audit;
 mod envoys;
 mod error;
 mod publish;
@@ -24,6 +25,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use audit::{AuditEntry, LoginResponse};
 pub use envoys::{EnvoyDetail, EnvoySummary};
 pub use error::{ApiError, ErrorBody, Problem};
 pub use publish::{PublishRequest, PublishResponse, StatusResponse, VersionInfo};
@@ -39,13 +41,14 @@ const ADMIN_TOKEN: &str = "admin_token";
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "Vigo server API", description = "Admin API of vigosrv: enrollment tokens, envoys, publish, fleet status."),
+    info(title = "Vigo server API", description = "Admin API of vigosrv: enrollment tokens, envoys, publish, fleet status, audit trail."),
     modifiers(&AdminTokenScheme),
     tags(
         (name = "tokens", description = "enrollment tokens"),
         (name = "envoys", description = "enrolled agents"),
         (name = "publish", description = "publishing the configuration and its versions"),
         (name = "fleet", description = "fleet summary"),
+        (name = "audit", description = "the tamper-evident audit trail and admin login"),
         (name = "public", description = "no authentication"),
     )
 )]
@@ -91,6 +94,9 @@ pub fn api(server: Server) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(publish::publish))
         .routes(routes!(publish::versions))
         .routes(routes!(publish::status))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(audit::login))
         .route_layer(axum::middleware::from_fn_with_state(server.clone(), require_admin));
     let public = OpenApiRouter::new().routes(routes!(ca)).routes(routes!(openapi_json));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(admin).merge(public).split_for_parts();
@@ -127,7 +133,7 @@ async fn require_admin(State(server): State<Server>, req: Request, next: Next) -
         tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = "unknown admin token", "REST request refused");
         return ApiError::unauthorized("the admin token is not valid").into_response();
     }
-    next.run(req).await
+    crate::audit::as_admin(crate::state_dir::admin_token_hash(token), next.run(req)).await
 }
 
 /// The fleet CA certificate (PEM); agents compare its SHA-256 fingerprint with the one they were given.

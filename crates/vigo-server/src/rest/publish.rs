@@ -55,6 +55,8 @@ pub struct StatusResponse {
     pub active_version: Option<i64>,
     /// Seconds between check-ins.
     pub interval_secs: u32,
+    /// How many envoys are in each convergence state (`converged`, `relapsed`, …).
+    pub states: std::collections::BTreeMap<String, usize>,
 }
 
 /// Validates the configuration directory and, when it is valid, makes it the active version.
@@ -119,5 +121,6 @@ pub async fn status(State(server): State<Server>) -> Json<StatusResponse> {
         revoked: s.revoked,
         active_version: s.policy_number,
         interval_secs: s.interval_secs,
+        states: s.states,
     })
 }

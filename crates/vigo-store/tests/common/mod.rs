@@ -348,3 +348,37 @@ pub async fn versions_and_bundles(store: Store) {
     assert!(matches!(err, StoreError::BundleMismatch { version: 4, bundle: 5, .. }), "{err:?}");
     assert_eq!(store.versions().await.expect("versions").len(), 2);
 }
+
+fn reports(envoy: &str, at: i64, seqs: &[i64]) -> WriteOp {
+    WriteOp::Reports {
+        envoy: envoy.to_owned(),
+        at,
+        reports: seqs.iter().map(|s| (*s, format!(r#"{{"run":{s},"at":{at}}}"#))).collect(),
+    }
+}
+
+pub async fn reports_are_stored_once(store: Store) {
+    for name in ["web-1", "web-2"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    store.apply_batch(&[reports("web-1", NOW, &[1, 2, 3]), reports("web-2", NOW, &[1])]).await.expect("first");
+    // Resending an overlapping window stores only what is new; the first copy wins.
+    store.apply_batch(&[reports("web-1", NOW + 5, &[2, 3, 4])]).await.expect("resend");
+    let web1 = store.reports("web-1").await.expect("list");
+    let seqs: Vec<(i64, i64)> = web1.iter().map(|r| (r.seq, r.received_at)).collect();
+    assert_eq!(seqs, [(1, NOW), (2, NOW), (3, NOW), (4, NOW + 5)]);
+    assert_eq!(web1[1].report_json, format!(r#"{{"run":2,"at":{NOW}}}"#));
+    assert_eq!(store.reports("web-2").await.expect("list").len(), 1);
+    assert!(store.reports("nope").await.expect("list").is_empty());
+
+    // A report that is not JSON fails the whole batch.
+    let bad = WriteOp::Reports { envoy: "web-1".into(), at: NOW, reports: vec![(9, "{}".into()), (10, "not json".into())] };
+    store.apply_batch(&[bad]).await.expect_err("not json");
+    assert_eq!(store.reports("web-1").await.expect("list").len(), 4, "nothing of a failed batch stays");
+
+    // A revoked envoy enrolled again starts without history.
+    assert!(store.revoke_envoy("web-1", NOW + 10).await.expect("revoke"));
+    store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
+    assert!(store.reports("web-1").await.expect("list").is_empty());
+    assert_eq!(store.reports("web-2").await.expect("list").len(), 1, "other envoys keep theirs");
+}

@@ -1,0 +1,16 @@
+-- The tamper-evident audit trail (SQLite). Keep it equivalent to
+-- migrations/postgres/0002_audit.sql.
+-- `seq` is assigned by the server (last + 1), never by AUTOINCREMENT: each row's hash
+-- covers its own number and the previous row's hash, so the numbering is part of the chain.
+-- `detail` stays TEXT so the hash is checked against the exact string that was stored.
+
+CREATE TABLE audit_events (
+    seq       INTEGER NOT NULL PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    actor     TEXT    NOT NULL,
+    action    TEXT    NOT NULL,
+    subject   TEXT    NOT NULL,
+    detail    TEXT    NOT NULL CHECK (json_valid(detail)),
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL
+) STRICT;
