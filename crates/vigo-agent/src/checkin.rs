@@ -46,6 +46,18 @@ pub struct RunState {
     /// Sequence number of the newest queued report.
     pub report_seq: u64,
     pub last_checkin: Option<i64>,
+    /// When the last cycle ran, and why its check-in failed (`None`: it succeeded).
+    #[serde(default)]
+    pub last_cycle: Option<i64>,
+    #[serde(default)]
+    pub last_checkin_error: Option<String>,
+    /// The summary of the last convergence pass and the policy version it ran.
+    #[serde(default)]
+    pub last_summary: Option<crate::report::Summary>,
+    #[serde(default)]
+    pub last_run_error: Option<String>,
+    #[serde(default)]
+    pub last_policy: Option<String>,
 }
 
 impl RunState {
@@ -95,7 +107,13 @@ pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
         break;
     }
     let report = match usable_bundle(paths, checked_in.is_ok(), now()) {
-        Ok(bundle) => Some(converge(&bundle, &traits)?),
+        Ok(bundle) => {
+            state.last_policy = Some(bundle.version.clone());
+            Some(converge(&bundle, &traits).unwrap_or_else(|e| {
+                tracing::error!(error = %format!("{e:#}"), "convergence pass could not run");
+                Report::failed(Mode::Enforce, format!("{e:#}"))
+            }))
+        }
         Err(e) => {
             tracing::info!(reason = %format!("{e:#}"), "no usable policy bundle; nothing to converge");
             None
@@ -103,7 +121,11 @@ pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
     };
     if let Some(r) = &report {
         state.report_seq = queue.push(serde_json::to_value(r)?)?;
+        state.last_summary = Some(r.summary.clone());
+        state.last_run_error = r.error.clone();
     }
+    state.last_cycle = Some(now());
+    state.last_checkin_error = checked_in.as_ref().err().cloned();
     state.save(paths)?;
     Ok(Cycle { checked_in, report, interval_secs: settings.interval_secs })
 }
@@ -316,7 +338,7 @@ async fn terminate() {
     }
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -249,6 +249,19 @@ impl Queue {
 }
 
 /// A report cut down to its counts: resources (with their diffs and output) go.
+/// How many reports wait in the queue, counted without taking the cycle lock
+/// (for `vigo status` while the daemon runs).
+pub fn pending(paths: &AgentPaths) -> usize {
+    let Ok(dir) = std::fs::read_dir(paths.state.join("queue")) else { return 0 };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_suffix(ENTRY_SUFFIX).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count()
+}
+
 pub fn summary_only(report: serde_json::Value) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     if let serde_json::Value::Object(mut m) = report {

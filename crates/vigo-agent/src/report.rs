@@ -46,7 +46,7 @@ impl ResourceReport {
 }
 
 /// Counts over a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
     pub total: usize,
     pub unchanged: usize,
@@ -60,6 +60,9 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub mode: Mode,
+    /// Why the run as a whole failed (e.g. the policy does not validate on this envoy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub resources: Vec<ResourceReport>,
     pub summary: Summary,
 }
@@ -75,13 +78,18 @@ impl Report {
             skipped: count(Status::Skipped),
             duration_ms,
         };
-        Self { mode, resources, summary }
+        Self { mode, error: None, resources, summary }
+    }
+
+    /// A run that could not start: no resource ran.
+    pub fn failed(mode: Mode, error: String) -> Self {
+        Self { error: Some(error), ..Self::new(mode, Vec::new(), 0) }
     }
 
     /// Puppet's `--detailed-exitcodes`: 0 nothing changed, 2 changes, 4 failures, 6 both.
     pub fn detailed_exit_code(&self) -> i32 {
         let changes = if self.summary.changed > 0 { 2 } else { 0 };
-        let failures = if self.summary.failed > 0 { 4 } else { 0 };
+        let failures = if self.summary.failed > 0 || self.error.is_some() { 4 } else { 0 };
         changes | failures
     }
 }

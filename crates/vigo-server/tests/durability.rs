@@ -115,6 +115,12 @@ impl World {
         self.agent.run(bin("vigo"), ["run", "--once"]).expect("vigo run --once")
     }
 
+    fn status(&self) -> serde_json::Value {
+        let out = self.agent.run(bin("vigo"), ["status", "--json"]).expect("vigo status");
+        assert!(out.status.success(), "vigo status: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
     fn motd(&self) -> String {
         std::fs::read_to_string(self.agent.path(MOTD)).unwrap_or_default()
     }
@@ -179,11 +185,22 @@ fn offline_runs_repair_drift_from_the_cache_and_queue_results_until_the_server_i
         assert_eq!(w.motd(), MANAGED, "offline run {run} repaired the hand edit");
     }
     assert_eq!(w.queued(), [1, 2, 3, 4], "every offline result is queued");
+    let status = w.status();
+    assert_eq!(status["policy"]["source"], "offline cache", "{status}");
+    assert!(status["policy"]["version"].is_string(), "{status}");
+    assert_eq!(status["pending_results"], 4, "{status}");
+    assert!(status["last_checkin_error"].is_string(), "{status}");
+    assert_eq!(status["last_run"]["summary"]["changed"], 1, "{status}");
+    assert!(status["traits"]["os"].is_object(), "{status}");
     w.start();
     let out = w.run_once();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(w.stored(), [1, 2, 3, 4], "the backlog arrives once, in order");
     assert_eq!(w.queued(), [5], "delivered reports leave the queue; this run's waits");
+    let status = w.status();
+    assert_eq!(status["policy"]["source"], "server", "{status}");
+    assert_eq!(status["pending_results"], 1, "{status}");
+    assert!(status["last_checkin_error"].is_null(), "{status}");
     let show: serde_json::Value =
         serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
     assert_eq!(show["report_seq"], 4, "the newest delivered report is the last report: {show}");

@@ -3,6 +3,7 @@
 mod apply;
 mod enroll;
 mod run;
+mod status;
 pub mod traits;
 pub mod types;
 mod validate;
@@ -33,6 +34,8 @@ pub enum Command {
     Enroll(enroll::Args),
     /// Check in with the server and converge, every interval (or once).
     Run(run::Args),
+    /// What this envoy enforces, its policy source, last run and pending results.
+    Status(status::Args),
     /// Show the traits collected on this machine.
     Traits(traits::Args),
     /// List resource types, or show one with its fields and an example.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate(a) => validate::run(a),
         Command::Enroll(a) => enroll::run(a),
         Command::Run(a) => run::run(a),
+        Command::Status(a) => status::run(a),
         Command::Traits(a) => traits::run(a),
         Command::Types(a) => types::run(a),
     }
