@@ -344,6 +344,13 @@ mod tests {
             .stdin(Stdio::null())
             .spawn()
             .expect("sleep in namespace");
+        // Sweep only once the orphan is really inside the namespace; under load
+        // `ip netns exec` can still be setting up when the sweep would run.
+        let ns = netns_name(index, 2);
+        crate::wait::wait_for("orphan enters its namespace", std::time::Duration::from_secs(20), || {
+            sys::ip(&["netns", "pids", &ns]).is_ok_and(|pids| !pids.trim().is_empty())
+        })
+        .expect("orphan in namespace");
 
         cleanup_stale().expect("cleanup");
 
