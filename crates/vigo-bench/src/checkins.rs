@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use vigo_proto::agent_client::AgentClient;
-use vigo_proto::{check_in_response, CheckInBody, Signed};
+use vigo_proto::{CheckInBody, Signed, check_in_response};
 
 use crate::harness::{self, Envoy, Server};
 use crate::procfs;
@@ -97,7 +97,11 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<Repo
     let began = Instant::now();
     let envoys = harness::enroll_all(server, options.envoys, options.enroll_concurrency).await?;
     let enrollment = began.elapsed();
-    note(format!("enrolled in {:.1} s; load for {:.0} s", enrollment.as_secs_f64(), (options.warmup + options.duration).as_secs_f64()));
+    note(format!(
+        "enrolled in {:.1} s; load for {:.0} s",
+        enrollment.as_secs_f64(),
+        (options.warmup + options.duration).as_secs_f64()
+    ));
 
     let traits = Arc::new(Traits::collect()?);
     let report_json = Arc::new(if options.reports { Some(pass_report()?) } else { None });
@@ -117,7 +121,8 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<Repo
             // The agent builds a new TLS config for every check-in, so it never resumes.
             envoy.tls.resumption = rustls::client::Resumption::disabled();
         }
-        let simulated = Simulated { envoy, port: server.grpc_port, traits: traits.clone(), report_json: report_json.clone() };
+        let simulated =
+            Simulated { envoy, port: server.grpc_port, traits: traits.clone(), report_json: report_json.clone() };
         tasks.spawn(simulated.drive(index, plan));
     }
 
@@ -162,7 +167,8 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<Repo
         not_modified: tally.not_modified,
         server: use_of(after.server_cpu - before.server_cpu, Some(peak_rss_kib as f64 / 1024.0)),
         generator: use_of(after.own_cpu - before.own_cpu, None),
-        machine_busy: (after.machine_busy - before.machine_busy) / (after.machine_total - before.machine_total).max(f64::MIN_POSITIVE),
+        machine_busy: (after.machine_busy - before.machine_busy)
+            / (after.machine_total - before.machine_total).max(f64::MIN_POSITIVE),
         cpus,
     })
 }
@@ -347,7 +353,8 @@ impl Simulated {
         };
         let bytes = body.encode_to_vec();
         let sig = vigo_pki::sign_request(&self.envoy.signing, "CheckIn", &bytes, unix_now());
-        let signed = Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
+        let signed =
+            Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
         let reply = client
             .check_in(signed)
             .await
@@ -367,7 +374,10 @@ impl Simulated {
                 Ok(Answer::Bundle)
             }
             Some(check_in_response::Policy::NotModified(_)) => Ok(Answer::NotModified),
-            None => Err(Failure { kind: "no_policy".into(), message: "the answer carries neither bundle nor not-modified".into() }),
+            None => Err(Failure {
+                kind: "no_policy".into(),
+                message: "the answer carries neither bundle nor not-modified".into(),
+            }),
         }
     }
 }

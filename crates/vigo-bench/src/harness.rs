@@ -5,12 +5,12 @@
 //! read from `/proc` apart from the load generator's.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use vigo_agent::enroll::{CaTrust, EnrollArgs};
 use vigo_agent::paths::AgentPaths;
 use vigo_pki::{PublicKey, SigningKey};
@@ -46,7 +46,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     if !path.exists() {
         anyhow::bail!(
-            "{} does not exist: build it with the same profile (`cargo build -p vigo-server`) or pass --vigosrv",
+            "{} does not exist: build it with the same profile (`cargo build [--profile P] -p vigo-server`) or pass --vigosrv",
             path.display()
         );
     }
@@ -69,7 +69,8 @@ pub struct Server {
 impl Server {
     /// Initialises a state directory, writes a configuration and starts the server.
     pub async fn start(vigosrv: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("vigo-bench-").tempdir().context("cannot create a temporary directory")?;
+        let dir =
+            tempfile::Builder::new().prefix("vigo-bench-").tempdir().context("cannot create a temporary directory")?;
         let state = dir.path().join("state");
         let config = dir.path().join("config");
         write_config(&config)?;
@@ -140,7 +141,10 @@ impl Server {
                     break;
                 }
                 if Instant::now() > deadline {
-                    anyhow::bail!("vigosrv did not listen on port {port} within {STARTUP_TIMEOUT:?}:\n{}", self.log_tail());
+                    anyhow::bail!(
+                        "vigosrv did not listen on port {port} within {STARTUP_TIMEOUT:?}:\n{}",
+                        self.log_tail()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -184,31 +188,40 @@ impl Server {
 
     /// The last lines the server logged, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.log)
     }
 
     /// Sends SIGTERM and waits for a clean exit (the server flushes its writer first).
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).context("vigosrv pid out of range")?);
+    pub async fn stop(self) -> anyhow::Result<()> {
+        // Closing the admin connection first: the server waits for open connections
+        // before it flushes its writer.
+        let Self { mut child, pid, http, log, .. } = self;
+        drop(http);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).context("vigosrv pid out of range")?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("cannot signal vigosrv")?;
-        match tokio::time::timeout(SHUTDOWN_TIMEOUT, self.child.wait()).await {
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => anyhow::bail!("vigosrv exited with {status}:\n{}", self.log_tail()),
+            Ok(Ok(status)) => anyhow::bail!("vigosrv exited with {status}:\n{}", tail(&log)),
             Ok(Err(e)) => Err(e).context("cannot wait for vigosrv"),
             Err(_) => {
-                let _ = self.child.kill().await;
+                let _ = child.kill().await;
                 anyhow::bail!("vigosrv did not stop within {SHUTDOWN_TIMEOUT:?} of SIGTERM")
             }
         }
     }
 }
 
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 fn write_config(config: &Path) -> anyhow::Result<()> {
     let modules = config.join("modules");
     std::fs::create_dir_all(&modules).with_context(|| format!("{}: cannot create", modules.display()))?;
-    let write = |p: PathBuf, text: &str| std::fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()));
+    let write =
+        |p: PathBuf, text: &str| std::fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()));
     write(modules.join("bench.yaml"), MODULE)?;
     write(config.join("assignments.yaml"), ASSIGNMENTS)
 }

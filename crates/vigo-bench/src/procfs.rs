@@ -11,7 +11,8 @@ pub fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("{path}: cannot read"))?;
     // The command name is in parentheses and may hold spaces; fields resume after the last `)`.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("{path}: no `)` after the command name"))?;
+    let rest =
+        text.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("{path}: no `)` after the command name"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
     let tick = |i: usize| -> anyhow::Result<f64> {
@@ -33,7 +34,7 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// CPU seconds (user + system) this process has used so far.
 pub fn self_cpu_secs() -> anyhow::Result<f64> {
-    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::resource::{UsageWho, getrusage};
     let usage = getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     Ok(secs(usage.user_time()) + secs(usage.system_time()))

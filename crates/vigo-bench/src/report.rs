@@ -94,7 +94,11 @@ impl Report {
             self.offered_per_sec,
             if self.reports { "one run report per check-in (like the agent)" } else { "none (--no-reports)" }
         );
-        let _ = writeln!(out, "enrollment:   {} envoys in {:.1} s (bcrypt cost 10 per token, twice)", self.envoys, self.enrollment_secs);
+        let _ = writeln!(
+            out,
+            "enrollment:   {} envoys in {:.1} s (bcrypt cost 10 per token, twice)",
+            self.envoys, self.enrollment_secs
+        );
         let _ = writeln!(out, "window:       {:.1} s after {:.1} s of warm-up", self.window_secs, self.warmup_secs);
         let errors: u64 = self.errors.values().sum();
         let _ = writeln!(
@@ -107,8 +111,16 @@ impl Report {
             let _ = writeln!(out, "  {n:>10} × {code}: {sample}");
         }
         let l = &self.latency_ms;
-        let _ = writeln!(out, "latency:      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", l.p50, l.p90, l.p99, l.max);
-        let _ = writeln!(out, "responses:    {} bundles, {} not modified (whole run)", self.bundles_received, self.not_modified);
+        let _ = writeln!(
+            out,
+            "latency:      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            l.p50, l.p90, l.p99, l.max
+        );
+        let _ = writeln!(
+            out,
+            "responses:    {} bundles, {} not modified (whole run)",
+            self.bundles_received, self.not_modified
+        );
         let rss = self.server.peak_rss_mib.map_or_else(String::new, |m| format!(", peak RSS {m:.1} MiB"));
         let _ = writeln!(out, "vigosrv:      {:.1} CPU s = {:.2} cores{rss}", self.server.cpu_secs, self.server.cores);
         let _ = writeln!(

@@ -12,8 +12,7 @@
 //! that window. Keys are stored as standard PKCS#8 PEM, so `openssl pkey` can
 //! read them.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -28,9 +27,12 @@ use crate::files::{self, FileError, PRIVATE_MODE};
 const REQUEST_CONTEXT: &str = "vigo-req-v1";
 /// Default tolerance between the signer's clock and the verifier's.
 pub const DEFAULT_WINDOW_SECS: u64 = 300;
-/// Default bound on remembered nonces; past it the verifier refuses rather
-/// than forget a nonce that could still be replayed.
-pub const DEFAULT_NONCE_CAPACITY: usize = 200_000;
+/// Default bound on signers remembered at once (about a hundred bytes each);
+/// past it the verifier refuses rather than forget state that could still
+/// stop a replay.
+pub const DEFAULT_NONCE_CAPACITY: usize = 1_000_000;
+/// Requests one signer may make within the same second.
+const PER_SECOND: usize = 64;
 const NONCE_BYTES: usize = 16;
 const PEM_LABEL: &str = "PRIVATE KEY";
 /// DER prefix of a PKCS#8 v1 ED25519 private key (RFC 8410): the 32-byte seed follows.
@@ -180,35 +182,35 @@ pub enum Refusal {
     ReplayedNonce,
     #[error("malformed request signature: {0}")]
     Malformed(&'static str),
-    #[error("too many recent requests to remember their nonces; retry later")]
+    #[error("too many signers or requests in one second to track; retry later")]
     NonceCacheFull,
 }
 
-type NonceKey = ([u8; 32], [u8; NONCE_BYTES]);
+/// Per signer: the newest timestamp accepted and the nonces accepted within that
+/// second. A replay carries a timestamp at or below the mark, so it is refused
+/// (older) or found (same second); memory grows with signers, not with traffic.
+/// A signer's requests must therefore arrive in timestamp order, which an agent's
+/// sequential check-ins do.
+struct SignerState {
+    newest: i64,
+    nonces: Vec<[u8; NONCE_BYTES]>,
+}
 
-/// Nonces seen inside the window, keyed per signer so one envoy can never
-/// burn another's nonce. An entry expires when its timestamp leaves the window:
-/// from then on the timestamp check alone refuses a replay.
 #[derive(Default)]
 struct NonceCache {
-    expiry_by_key: HashMap<NonceKey, i64>,
-    by_expiry: BinaryHeap<Reverse<(i64, NonceKey)>>,
+    by_signer: HashMap<[u8; 32], SignerState>,
 }
 
 impl NonceCache {
-    fn prune(&mut self, now: i64) {
-        while let Some(Reverse((expiry, key))) = self.by_expiry.peek().copied() {
-            if expiry >= now {
-                break;
-            }
-            self.by_expiry.pop();
-            self.expiry_by_key.remove(&key);
-        }
+    /// Forgets signers whose newest request has left the window: the timestamp
+    /// check alone refuses any replay of theirs from now on.
+    fn prune(&mut self, now: i64, window: i64) {
+        self.by_signer.retain(|_, s| s.newest.saturating_add(window) >= now);
     }
 }
 
-/// Verifies request signatures and remembers their nonces. Share one per
-/// server (it is `Sync`); its cache is bounded by `capacity`.
+/// Verifies request signatures and remembers, per signer, enough to refuse a
+/// replay. Share one per server (it is `Sync`); it tracks at most `capacity` signers.
 pub struct Verifier {
     window_secs: u64,
     capacity: usize,
@@ -242,7 +244,12 @@ impl Verifier {
 
     /// Nonces currently remembered (a metric, and a handle for tests).
     pub fn cached_nonces(&self) -> usize {
-        self.lock().expiry_by_key.len()
+        self.lock().by_signer.values().map(|s| s.nonces.len()).sum()
+    }
+
+    /// Signers currently remembered.
+    pub fn signers(&self) -> usize {
+        self.lock().by_signer.len()
     }
 
     /// Checks a request signature made by `public_key`. The nonce is recorded
@@ -280,19 +287,28 @@ impl Verifier {
     }
 
     fn record(&self, signer: [u8; 32], nonce: [u8; NONCE_BYTES], timestamp: i64, now: i64) -> Result<(), Refusal> {
-        let key = (signer, nonce);
         let window = i64::try_from(self.window_secs).unwrap_or(i64::MAX);
-        let expiry = timestamp.saturating_add(window);
         let mut cache = self.lock();
-        cache.prune(now);
-        if cache.expiry_by_key.contains_key(&key) {
-            return Err(Refusal::ReplayedNonce);
+        if let Some(state) = cache.by_signer.get_mut(&signer) {
+            if timestamp < state.newest || state.nonces.contains(&nonce) {
+                return Err(Refusal::ReplayedNonce);
+            }
+            if timestamp > state.newest {
+                state.newest = timestamp;
+                state.nonces.clear();
+            } else if state.nonces.len() >= PER_SECOND {
+                return Err(Refusal::NonceCacheFull);
+            }
+            state.nonces.push(nonce);
+            return Ok(());
         }
-        if cache.expiry_by_key.len() >= self.capacity {
-            return Err(Refusal::NonceCacheFull);
+        if cache.by_signer.len() >= self.capacity {
+            cache.prune(now, window);
+            if cache.by_signer.len() >= self.capacity {
+                return Err(Refusal::NonceCacheFull);
+            }
         }
-        cache.expiry_by_key.insert(key, expiry);
-        cache.by_expiry.push(Reverse((expiry, key)));
+        cache.by_signer.insert(signer, SignerState { newest: timestamp, nonces: vec![nonce] });
         Ok(())
     }
 
@@ -394,29 +410,43 @@ mod tests {
     }
 
     #[test]
-    fn nonce_cache_prunes_expired_entries_and_stays_bounded() {
+    fn memory_follows_signers_not_traffic() {
         let key = SigningKey::generate();
-        let verifier = Verifier::new(300, 3);
-        for offset in [0, 10, 20] {
+        let verifier = Verifier::new(300, 2);
+        for offset in 0..1000 {
             let sig = sign_request(&key, "CheckIn", b"", NOW + offset);
             verifier.verify(&key.public_key(), "CheckIn", b"", &sig, NOW + offset).expect("fresh");
         }
-        assert_eq!(verifier.cached_nonces(), 3);
-        let sig = sign_request(&key, "CheckIn", b"", NOW + 30);
+        assert_eq!((verifier.signers(), verifier.cached_nonces()), (1, 1));
+        // Several requests in the same second are fine; each nonce only once.
+        let a = sign_request(&key, "CheckIn", b"a", NOW + 1000);
+        let b = sign_request(&key, "CheckIn", b"b", NOW + 1000);
+        assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"a", &a, NOW + 1000), Ok(()));
+        assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"b", &b, NOW + 1000), Ok(()));
+        assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"a", &a, NOW + 1000), Err(Refusal::ReplayedNonce));
+        // A request older than one already accepted is a replay, even inside the window.
+        let old = sign_request(&key, "CheckIn", b"", NOW + 999);
+        assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"", &old, NOW + 1000), Err(Refusal::ReplayedNonce));
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_signers_until_old_ones_leave_the_window() {
+        let verifier = Verifier::new(300, 2);
+        let keys: Vec<SigningKey> = (0..3).map(|_| SigningKey::generate()).collect();
+        for k in &keys[..2] {
+            let sig = sign_request(k, "CheckIn", b"", NOW);
+            verifier.verify(&k.public_key(), "CheckIn", b"", &sig, NOW).expect("fresh");
+        }
+        let sig = sign_request(&keys[2], "CheckIn", b"", NOW + 10);
         assert_eq!(
-            verifier.verify(&key.public_key(), "CheckIn", b"", &sig, NOW + 30),
+            verifier.verify(&keys[2].public_key(), "CheckIn", b"", &sig, NOW + 10),
             Err(Refusal::NonceCacheFull),
-            "a full cache refuses rather than forgets"
+            "a full table refuses rather than forgets"
         );
-        // At NOW+311 the first two entries (expiring NOW+300, NOW+310) are gone.
-        let later = NOW + 311;
-        let sig = sign_request(&key, "CheckIn", b"", later);
-        assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"", &sig, later), Ok(()));
-        assert_eq!(verifier.cached_nonces(), 2);
-        let much_later = NOW + 10_000;
-        let sig = sign_request(&key, "CheckIn", b"", much_later);
-        assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"", &sig, much_later), Ok(()));
-        assert_eq!(verifier.cached_nonces(), 1);
+        let later = NOW + 301;
+        let sig = sign_request(&keys[2], "CheckIn", b"", later);
+        assert_eq!(verifier.verify(&keys[2].public_key(), "CheckIn", b"", &sig, later), Ok(()));
+        assert_eq!(verifier.signers(), 1, "signers silent for a whole window are forgotten");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::grpc::{tls_incoming, AgentService};
 use crate::server::Server;
 
 /// Serves until SIGTERM or Ctrl-C, then stops accepting, flushes the writer and returns.
-pub async fn serve(server: Server, writer_task: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
+pub async fn serve(server: Server, writer: crate::writer::WriterHandle) -> anyhow::Result<()> {
     let s = &server.state;
     let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     let (cert, key) = (read(s.server_cert())?, read(s.server_key())?);
@@ -46,7 +46,9 @@ pub async fn serve(server: Server, writer_task: tokio::task::JoinHandle<()>) -> 
     let _ = grpc.await;
     let _ = api.await;
     drop(server);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer_task).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(30), writer.close()).await.is_err() {
+        tracing::error!("the database did not take the last check-in updates within 30 s");
+    }
     Ok(())
 }
 

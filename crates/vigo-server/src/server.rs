@@ -112,7 +112,7 @@ impl Server {
         config_dir: PathBuf,
         settings: Settings,
         store: Store,
-    ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
+    ) -> anyhow::Result<(Self, crate::writer::WriterHandle)> {
         let ca = vigo_pki::FleetCa::load(&state.ca_dir())?;
         let bundle_key = Arc::new(SigningKey::load(&state.bundle_key())?);
         let fleet = FleetIndex::default();

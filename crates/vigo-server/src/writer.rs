@@ -11,17 +11,33 @@ const MAX_BATCH: usize = 1024;
 /// How long the writer gathers more operations after the first one arrives.
 const LINGER: Duration = Duration::from_millis(50);
 
-/// The sending side; dropping every clone makes the task flush and stop.
+/// The sending side, cloned into every task that writes.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
 }
 
+/// Stops the writer task: it writes everything already queued, then ends, even
+/// while senders (open connections) still exist.
+pub struct WriterHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriterHandle {
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 impl Writer {
-    /// Starts the writer task; await the handle after dropping the writer to flush.
-    pub fn start(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the writer task.
+    pub fn start(store: Store) -> (Self, WriterHandle) {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        (Self { tx }, tokio::spawn(run(store, rx)))
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(store, rx, stopped));
+        (Self { tx }, WriterHandle { stop, task })
     }
 
     /// Queues an operation; when the queue is full the caller waits (back-pressure).
@@ -32,9 +48,14 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            op = rx.recv() => op,
+            _ = stopped.changed() => None,
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < MAX_BATCH {
@@ -43,9 +64,25 @@ async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Err(e) = store.apply_batch(&batch).await {
-            tracing::error!(error = %e, ops = batch.len(), "batch write failed");
-        }
-        batch.clear();
+        write(&store, &mut batch).await;
     }
+    // Stopping: everything already queued is written before the task ends.
+    rx.close();
+    while let Some(op) = rx.recv().await {
+        batch.push(op);
+        if batch.len() >= MAX_BATCH {
+            write(&store, &mut batch).await;
+        }
+    }
+    write(&store, &mut batch).await;
+}
+
+async fn write(store: &Store, batch: &mut Vec<WriteOp>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = store.apply_batch(batch).await {
+        tracing::error!(error = %e, ops = batch.len(), "batch write failed");
+    }
+    batch.clear();
 }
