@@ -2,31 +2,14 @@
 //! results queue surviving outages and `kill -9`, and exactly-once report storage, with
 //! a real `vigosrv` and real `vigo` agents in namespace hosts.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+mod common;
+
+use common::{bin, stderr, MODULE, MOTD};
 use vigo_testkit::{Fleet, Host, Process};
 
-/// A workspace binary next to this test executable.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is not built (run the workspace tests)", path.display());
-    path
-}
-
-const MODULE: &str = "name: web
-resources:
-  - name: motd
-    type: file
-    target_path: /home/motd
-    content: \"managed by vigo\\n\"
-    mode: \"0644\"
-";
-
-const MOTD: &str = "/home/motd";
 const MANAGED: &str = "managed by vigo\n";
 const STATE_DIR: &str = "/var/lib/vigo/server";
 
@@ -165,10 +148,6 @@ impl Drop for World {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 #[test]

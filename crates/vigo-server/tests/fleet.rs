@@ -1,29 +1,13 @@
 //! End-to-end: a real `vigosrv` and real `vigo` agents in separate namespace hosts,
 //! driven with the real `vigocli`, over real mutual TLS.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+mod common;
+
+use common::{bin, stderr, MODULE, MOTD};
 use vigo_testkit::{Fleet, Host, Process};
-
-/// A workspace binary next to this test executable.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is not built (run the workspace tests)", path.display());
-    path
-}
-
-const MODULE: &str = "name: web
-resources:
-  - name: motd
-    type: file
-    target_path: /home/motd
-    content: \"managed by vigo\\n\"
-    mode: \"0644\"
-";
 
 const ASSIGNMENTS: &str = "assignments:
   - hosts: \"web-*\"
@@ -131,11 +115,6 @@ fn run_once(host: &Host) -> Output {
     host.run(bin("vigo"), ["run", "--once"]).expect("vigo run --once")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-const MOTD: &str = "/home/motd";
 
 #[test]
 fn enrollment_honours_globs_single_use_and_expiry() {
