@@ -27,7 +27,8 @@ impl World {
 
 /// Parses a spec from YAML (type-specific fields only).
 pub fn spec<E: Executor>(yaml: &str) -> E::Spec {
-    let value: Value = serde_saphyr::from_str_with_options(yaml, vigo_model::raw::options()).unwrap_or_else(|e| panic!("{}: bad test YAML: {e}", E::NAME));
+    let value: Value = serde_saphyr::from_str_with_options(yaml, vigo_model::raw::options())
+        .unwrap_or_else(|e| panic!("{}: bad test YAML: {e}", E::NAME));
     crate::executor::parse_spec(&value).unwrap_or_else(|e| panic!("{}: spec rejected: {e:?}", E::NAME))
 }
 

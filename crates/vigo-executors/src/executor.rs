@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vigo_model::catalog::{Common, Lint, Target};
 
@@ -62,11 +62,7 @@ pub enum Check {
 impl Check {
     /// `InSync` when there are no changes, else `Drift`.
     pub fn from_changes(changes: Vec<Change>, diff: Option<String>) -> Self {
-        if changes.is_empty() {
-            Check::InSync
-        } else {
-            Check::Drift(Drift { changes, diff })
-        }
+        if changes.is_empty() { Check::InSync } else { Check::Drift(Drift { changes, diff }) }
     }
 }
 
@@ -118,10 +114,10 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Renders the named template with `traits` and `vars`.
     pub fn render(&self, name: &str) -> Result<String, ExecError> {
-        let source = self.templates.get(name).ok_or_else(|| ExecError::Template {
-            name: name.to_string(),
-            message: "no such template".into(),
-        })?;
+        let source = self
+            .templates
+            .get(name)
+            .ok_or_else(|| ExecError::Template { name: name.to_string(), message: "no such template".into() })?;
         let data = serde_json::json!({ "traits": self.traits, "vars": self.vars });
         vigo_model::template::render(name, source, &data)
             .map_err(|message| ExecError::Template { name: name.to_string(), message })

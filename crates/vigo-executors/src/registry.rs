@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use vigo_model::catalog::{Catalog, Common, FieldInfo, SpecError, TypeFacts};
 
-use crate::executor::{parse_spec, Executor, Prepared, PreparedSpec};
+use crate::executor::{Executor, Prepared, PreparedSpec, parse_spec};
 use crate::types;
 
 /// A registered resource type, with its spec type erased.

@@ -12,9 +12,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
 
 /// Why a safe filesystem operation refused or failed. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +101,8 @@ impl Meta {
 
 /// Checks that `name` is one plain path component: not empty, no `/`, no NUL, not `.`/`..`, ≤ 255 bytes.
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains('/')
-        || name.contains('\0')
-        || name.len() > 255;
+    let bad =
+        name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') || name.len() > 255;
     if bad { Err(SafeFsError::BadName { name: name.to_string() }) } else { Ok(()) }
 }
 
@@ -131,7 +127,8 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd> {
 pub fn open_subdir(dir: impl AsFd, name: &str, shown: &Path) -> Result<OwnedFd> {
     check_name(name)?;
     let dir = dir.as_fd();
-    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+    {
         Ok(fd) => Ok(fd),
         Err(Errno::ELOOP) => Err(SafeFsError::Symlink { path: shown.to_path_buf() }),
         Err(Errno::ENOTDIR) => match stat_at(dir, name, shown)? {
@@ -242,7 +239,8 @@ pub fn write_with(
 ) -> Result<()> {
     check_name(name)?;
     let dir = dir.as_fd();
-    let tmp = format!(".{}.vigo-{}-{}", truncate(name, 200), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
+    let tmp =
+        format!(".{}.vigo-{}-{}", truncate(name, 200), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600)).map_err(sys(shown))?;
     let result = (|| {
@@ -382,10 +380,17 @@ pub fn read_link_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<Option<P
 /// Atomically makes `name` in `dir` a symlink to `target`: the link is created under a
 /// temp name and renamed over `name`, replacing a file or link; a directory is refused
 /// by the kernel (`EISDIR`). Owner is set on the new link when given.
-pub fn symlink_at(dir: impl AsFd, name: &str, target: &Path, owner: (Option<u32>, Option<u32>), shown: &Path) -> Result<()> {
+pub fn symlink_at(
+    dir: impl AsFd,
+    name: &str,
+    target: &Path,
+    owner: (Option<u32>, Option<u32>),
+    shown: &Path,
+) -> Result<()> {
     check_name(name)?;
     let dir = dir.as_fd();
-    let tmp = format!(".{}.vigo-{}-{}", truncate(name, 200), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
+    let tmp =
+        format!(".{}.vigo-{}-{}", truncate(name, 200), std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
     nix::unistd::symlinkat(target, dir, tmp.as_str()).map_err(sys(shown))?;
     let result = (|| {
         if owner.0.is_some() || owner.1.is_some() {
@@ -410,7 +415,7 @@ pub fn lchown_at(dir: impl AsFd, name: &str, uid: Option<u32>, gid: Option<u32>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{symlink, MetadataExt};
+    use std::os::unix::fs::{MetadataExt, symlink};
 
     #[test]
     fn write_replaces_atomically_with_attrs() {

@@ -29,11 +29,7 @@ pub fn read(path: &Path) -> Result<Option<String>, ExecError> {
 /// A unified diff between two texts, labelled with the path.
 pub fn diff(path: &Path, old: &str, new: &str) -> String {
     let shown = path.display().to_string();
-    similar::TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(&shown, &shown)
-        .to_string()
+    similar::TextDiff::from_lines(old, new).unified_diff().context_radius(3).header(&shown, &shown).to_string()
 }
 
 /// Compares current and desired content; the drift carries a `content` change and a diff.
@@ -72,11 +68,12 @@ pub fn write(path: &Path, content: &str, attrs: Attrs) -> Result<(), ExecError> 
     let dir = safe_fs::open_dir(&parent)?;
     let mut attrs = attrs;
     if let Some(meta) = safe_fs::stat_at(&dir, &name, path)?
-        && meta.kind == Kind::File {
-            attrs.uid = attrs.uid.or(Some(meta.uid));
-            attrs.gid = attrs.gid.or(Some(meta.gid));
-            attrs.mode = attrs.mode.or(Some(meta.mode));
-        }
+        && meta.kind == Kind::File
+    {
+        attrs.uid = attrs.uid.or(Some(meta.uid));
+        attrs.gid = attrs.gid.or(Some(meta.gid));
+        attrs.mode = attrs.mode.or(Some(meta.mode));
+    }
     safe_fs::write_at(&dir, &name, content.as_bytes(), attrs, path)?;
     Ok(())
 }
@@ -112,4 +109,33 @@ pub fn apply_edit(
         None if current.is_some() => remove(path),
         None => Ok(()),
     }
+}
+
+/// The `targets`, `lint`, `check` and `apply` of an in-place text editor, for use
+/// inside its `impl Executor`. The type's module provides `edit(current, spec)`
+/// (the pure transform) and `problems(spec)` (its lints), and its spec a `path`.
+#[macro_export]
+macro_rules! text_editor_methods {
+    () => {
+        fn targets(spec: &Self::Spec) -> Vec<vigo_model::catalog::Target> {
+            vec![vigo_model::catalog::Target::Path(spec.path.clone())]
+        }
+
+        fn lint(spec: &Self::Spec, _common: vigo_model::catalog::Common<'_>) -> Vec<vigo_model::catalog::Lint> {
+            problems(spec)
+        }
+
+        fn check(spec: &Self::Spec, _ctx: &$crate::Ctx<'_>) -> Result<$crate::Check, $crate::ExecError> {
+            $crate::textfile::check_edit(&spec.path, |current| edit(current, spec))
+        }
+
+        fn apply(
+            spec: &Self::Spec,
+            _drift: &$crate::Drift,
+            _ctx: &$crate::Ctx<'_>,
+        ) -> Result<$crate::Applied, $crate::ExecError> {
+            $crate::textfile::apply_edit(&spec.path, $crate::safe_fs::Attrs::default(), |current| edit(current, spec))?;
+            Ok($crate::Applied::default())
+        }
+    };
 }

@@ -14,11 +14,9 @@ use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use vigo_model::catalog::{Common, Lint, Target};
+use vigo_model::catalog::Lint;
 
-use crate::executor::{Applied, Check, Ctx, Drift, ExecError, Executor};
-use crate::safe_fs::Attrs;
-use crate::textfile;
+use crate::executor::{ExecError, Executor};
 use crate::types::file_line::{
     Pattern, Presence, absolute_path, does_not_exist, problem, refuse, split_lines, strip_eol,
 };
@@ -211,22 +209,7 @@ impl Executor for BlockInFile {
     10.1.0.11 lab2
 "#;
 
-    fn targets(spec: &Self::Spec) -> Vec<Target> {
-        vec![Target::Path(spec.path.clone())]
-    }
-
-    fn lint(spec: &Self::Spec, _common: Common<'_>) -> Vec<Lint> {
-        problems(spec)
-    }
-
-    fn check(spec: &Self::Spec, _ctx: &Ctx<'_>) -> Result<Check, ExecError> {
-        textfile::check_edit(&spec.path, |current| edit(current, spec))
-    }
-
-    fn apply(spec: &Self::Spec, _drift: &Drift, _ctx: &Ctx<'_>) -> Result<Applied, ExecError> {
-        textfile::apply_edit(&spec.path, Attrs::default(), |current| edit(current, spec))?;
-        Ok(Applied::default())
-    }
+    crate::text_editor_methods!();
 }
 
 #[cfg(test)]
@@ -444,7 +427,7 @@ mod tests {
     #[test]
     fn lint_names_marker_problems() {
         let spec = crate::conformance::spec::<BlockInFile>("path: /etc/x\nmarker_begin: X\nmarker_end: X");
-        let lints = BlockInFile::lint(&spec, Common { name: "t", when: None });
+        let lints = BlockInFile::lint(&spec, vigo_model::catalog::Common { name: "t", when: None });
         let fields: Vec<_> = lints.iter().filter_map(|l| l.field.as_deref()).collect();
         assert_eq!(fields, ["marker_end"]);
     }

@@ -13,11 +13,9 @@ use std::path::{Component, Path, PathBuf};
 use regex::{Regex, RegexBuilder};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
-use vigo_model::catalog::{Common, Lint, Target};
+use vigo_model::catalog::Lint;
 
-use crate::executor::{Applied, Check, Ctx, Drift, ExecError, Executor};
-use crate::safe_fs::Attrs;
-use crate::textfile;
+use crate::executor::{ExecError, Executor};
 
 /// A regular expression from a spec. It is compiled when the spec is parsed, so a
 /// bad one is reported against its field before anything runs. `^` and `$` match at
@@ -394,22 +392,7 @@ impl Executor for FileLine {
   multiple: true
 "#;
 
-    fn targets(spec: &Self::Spec) -> Vec<Target> {
-        vec![Target::Path(spec.path.clone())]
-    }
-
-    fn lint(spec: &Self::Spec, _common: Common<'_>) -> Vec<Lint> {
-        problems(spec)
-    }
-
-    fn check(spec: &Self::Spec, _ctx: &Ctx<'_>) -> Result<Check, ExecError> {
-        textfile::check_edit(&spec.path, |current| edit(current, spec))
-    }
-
-    fn apply(spec: &Self::Spec, _drift: &Drift, _ctx: &Ctx<'_>) -> Result<Applied, ExecError> {
-        textfile::apply_edit(&spec.path, Attrs::default(), |current| edit(current, spec))?;
-        Ok(Applied::default())
-    }
+    crate::text_editor_methods!();
 }
 
 /// Table-driven test helpers shared by the text editors' tests.
@@ -754,7 +737,7 @@ mod tests {
         let spec = crate::conformance::spec::<FileLine>(
             "path: /etc/x\nline: a\nmatch: a\nreplace: false\nreplace_all_matches_not_matching_line: true",
         );
-        let lints = FileLine::lint(&spec, Common { name: "t", when: None });
+        let lints = FileLine::lint(&spec, vigo_model::catalog::Common { name: "t", when: None });
         let fields: Vec<_> = lints.iter().filter_map(|l| l.field.as_deref()).collect();
         assert_eq!(fields, ["replace"]);
     }

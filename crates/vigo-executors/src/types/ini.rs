@@ -17,11 +17,9 @@ use regex::Regex;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
-use vigo_model::catalog::{Common, Lint, Target};
+use vigo_model::catalog::Lint;
 
-use crate::executor::{Applied, Check, Ctx, Drift, ExecError, Executor};
-use crate::safe_fs::Attrs;
-use crate::textfile;
+use crate::executor::{ExecError, Executor};
 use crate::types::file_line::{
     Presence, absolute_path, does_not_exist, eol_like, problem, refuse, split_lines, strip_eol, yes,
 };
@@ -432,22 +430,7 @@ impl Executor for Ini {
   state: absent
 "#;
 
-    fn targets(spec: &Self::Spec) -> Vec<Target> {
-        vec![Target::Path(spec.path.clone())]
-    }
-
-    fn lint(spec: &Self::Spec, _common: Common<'_>) -> Vec<Lint> {
-        problems(spec)
-    }
-
-    fn check(spec: &Self::Spec, _ctx: &Ctx<'_>) -> Result<Check, ExecError> {
-        textfile::check_edit(&spec.path, |current| edit(current, spec))
-    }
-
-    fn apply(spec: &Self::Spec, _drift: &Drift, _ctx: &Ctx<'_>) -> Result<Applied, ExecError> {
-        textfile::apply_edit(&spec.path, Attrs::default(), |current| edit(current, spec))?;
-        Ok(Applied::default())
-    }
+    crate::text_editor_methods!();
 }
 
 #[cfg(test)]
@@ -816,7 +799,7 @@ mod tests {
     #[test]
     fn lint_names_the_missing_value() {
         let spec = crate::conformance::spec::<Ini>("path: /etc/a.ini\nsection: s\noption: a");
-        let lints = Ini::lint(&spec, Common { name: "t", when: None });
+        let lints = Ini::lint(&spec, vigo_model::catalog::Common { name: "t", when: None });
         let fields: Vec<_> = lints.iter().filter_map(|l| l.field.as_deref()).collect();
         assert_eq!(fields, ["value"]);
     }

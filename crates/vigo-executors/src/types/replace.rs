@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use regex::{Regex, RegexBuilder};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use vigo_model::catalog::{Common, Lint, Target};
+use vigo_model::catalog::Lint;
 
-use crate::executor::{Applied, Check, Ctx, Drift, ExecError, Executor};
-use crate::safe_fs::Attrs;
-use crate::textfile;
+use crate::executor::{ExecError, Executor};
 use crate::types::file_line::{Pattern, absolute_path, does_not_exist, problem, regex_error};
 
 /// Replace every match of a regular expression in an existing text file (Ansible `replace`).
@@ -214,22 +212,7 @@ impl Executor for Replace {
   replace: '\g<1>Listen 8080'
 "#;
 
-    fn targets(spec: &Self::Spec) -> Vec<Target> {
-        vec![Target::Path(spec.path.clone())]
-    }
-
-    fn lint(spec: &Self::Spec, _common: Common<'_>) -> Vec<Lint> {
-        problems(spec)
-    }
-
-    fn check(spec: &Self::Spec, _ctx: &Ctx<'_>) -> Result<Check, ExecError> {
-        textfile::check_edit(&spec.path, |current| edit(current, spec))
-    }
-
-    fn apply(spec: &Self::Spec, _drift: &Drift, _ctx: &Ctx<'_>) -> Result<Applied, ExecError> {
-        textfile::apply_edit(&spec.path, Attrs::default(), |current| edit(current, spec))?;
-        Ok(Applied::default())
-    }
+    crate::text_editor_methods!();
 }
 
 #[cfg(test)]
@@ -427,7 +410,7 @@ replace: '\x41'",
     #[test]
     fn lint_checks_the_replacement_against_the_groups() {
         let spec = crate::conformance::spec::<Replace>("path: /etc/x\nregexp: '(a)(b)'\nreplace: '\\3'");
-        let lints = Replace::lint(&spec, Common { name: "t", when: None });
+        let lints = Replace::lint(&spec, vigo_model::catalog::Common { name: "t", when: None });
         assert_eq!(lints.len(), 1);
         assert_eq!(lints[0].field.as_deref(), Some("replace"));
         assert!(lints[0].message.contains("group 3"), "{}", lints[0].message);

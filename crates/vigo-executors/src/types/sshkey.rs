@@ -75,7 +75,8 @@ impl Executor for SshKey {
     type Spec = SshKeySpec;
 
     const NAME: &'static str = "sshkey";
-    const SUMMARY: &'static str = "A public key in a user's authorized_keys, with its options (Puppet's ssh_authorized_key)";
+    const SUMMARY: &'static str =
+        "A public key in a user's authorized_keys, with its options (Puppet's ssh_authorized_key)";
     const EXAMPLE: &'static str = r#"- name: alice may log in from the office
   type: sshkey
   user: alice
