@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{bin, stderr, MODULE, MOTD};
+use common::{bin, stderr, MOTD};
 use vigo_testkit::{Fleet, Host, Process};
 
 const MANAGED: &str = "managed by vigo\n";
@@ -26,15 +26,7 @@ impl World {
     fn new(label: &str) -> Self {
         let fleet = Fleet::new(label).expect("fleet");
         let server = fleet.add_host("server").expect("server host");
-        let config = tempfile::tempdir().expect("config dir");
-        std::fs::create_dir_all(config.path().join("modules")).expect("modules");
-        std::fs::write(config.path().join("modules/web.yaml"), MODULE).expect("module");
-        std::fs::write(
-            config.path().join("assignments.yaml"),
-            "assignments:\n  - hosts: \"web-*\"\n    modules: [web]\n",
-        )
-        .expect("assignments");
-        std::fs::write(config.path().join("server.yaml"), "interval_secs: 15\n").expect("server.yaml");
+        let config = common::config_dir();
         let ip = server.ip().to_string();
         let out =
             server.run_ok(bin("vigosrv"), ["init", "--state-dir", STATE_DIR, "--san", &ip]).expect("vigosrv init");

@@ -9,11 +9,6 @@ mod common;
 use common::{bin, stderr, MODULE, MOTD};
 use vigo_testkit::{Fleet, Host, Process};
 
-const ASSIGNMENTS: &str = "assignments:
-  - hosts: \"web-*\"
-    modules: [web]
-";
-
 /// A server host with an initialised state dir and a config dir, and its agents.
 struct World {
     fleet: Fleet,
@@ -27,11 +22,7 @@ impl World {
     fn new(label: &str) -> Self {
         let fleet = Fleet::new(label).expect("fleet");
         let server = fleet.add_host("server").expect("server host");
-        let config = tempfile::tempdir().expect("config dir");
-        std::fs::create_dir_all(config.path().join("modules")).expect("modules");
-        std::fs::write(config.path().join("modules/web.yaml"), MODULE).expect("module");
-        std::fs::write(config.path().join("assignments.yaml"), ASSIGNMENTS).expect("assignments");
-        std::fs::write(config.path().join("server.yaml"), "interval_secs: 15\n").expect("server.yaml");
+        let config = common::config_dir();
         let ip = server.ip().to_string();
         let out = server
             .run_ok(bin("vigosrv"), ["init", "--state-dir", "/var/lib/vigo/server", "--san", &ip])

@@ -28,3 +28,14 @@ pub const MOTD: &str = "/home/motd";
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// A configuration directory: the `web` module, assigned to `web-*`, 15 s interval.
+pub fn config_dir() -> tempfile::TempDir {
+    let config = tempfile::tempdir().expect("config dir");
+    std::fs::create_dir_all(config.path().join("modules")).expect("modules");
+    std::fs::write(config.path().join("modules/web.yaml"), MODULE).expect("module");
+    std::fs::write(config.path().join("assignments.yaml"), "assignments:\n  - hosts: \"web-*\"\n    modules: [web]\n")
+        .expect("assignments");
+    std::fs::write(config.path().join("server.yaml"), "interval_secs: 15\n").expect("server.yaml");
+    config
+}
