@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::{UsageWho, getrusage};
 use vigo_agent::runner::Runner;
 use vigo_executors::{Mode, Registry};
 

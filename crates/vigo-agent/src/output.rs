@@ -44,12 +44,11 @@ pub fn render(report: &Report, style: Style, diffs: bool) -> String {
                 .join("; "),
         };
         let _ = writeln!(out, "{} {} ({}): {detail}", style.paint(code, label), r.id(), r.type_name);
-        if diffs
-            && let Some(d) = &r.diff {
-                for line in d.lines() {
-                    let _ = writeln!(out, "    {line}");
-                }
+        if diffs && let Some(d) = &r.diff {
+            for line in d.lines() {
+                let _ = writeln!(out, "    {line}");
             }
+        }
     }
     let s = &report.summary;
     let verb = if noop { "would change" } else { "changed" };

@@ -71,9 +71,8 @@ impl Runner<'_> {
             return finish(report);
         }
         if let Some(src) = &res.when {
-            let changed = plan.notified_by[i]
-                .iter()
-                .any(|&n| done[n].as_ref().is_some_and(|r| r.status == Status::Changed));
+            let changed =
+                plan.notified_by[i].iter().any(|&n| done[n].as_ref().is_some_and(|r| r.status == Status::Changed));
             match Condition::compile(src).and_then(|c| c.eval(WhenEnv { traits: self.traits, changed })) {
                 Ok(true) => {}
                 Ok(false) => {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{exists, vigo, Fixture};
+use common::{Fixture, exists, vigo};
 
 const FOUR_PROBLEMS: &str = "name: broken
 resources:
@@ -34,13 +34,16 @@ fn validation_reports_all_four_problems_with_their_lines() {
     let out = vigo().arg("validate").arg(f.config()).assert().code(1).get_output().stderr.clone();
     let text = String::from_utf8(out).expect("utf8");
     let file = "broken.yaml";
-    let has = |line: u32, needle: &str| {
-        text.lines().any(|l| l.contains(&format!("{file}:{line}:")) && l.contains(needle))
-    };
+    let has =
+        |line: u32, needle: &str| text.lines().any(|l| l.contains(&format!("{file}:{line}:")) && l.contains(needle));
     assert!(has(6, "unknown field `ownr`"), "misspelt field:\n{text}");
     assert!(text.contains("did you mean `owner`?"), "hint:\n{text}");
     assert!(has(10, "Restart nginz"), "missing notify target:\n{text}");
-    assert!(text.lines().any(|l| l.contains("dependency cycle") && l.contains("broken::first") && l.contains("broken::second")), "cycle:\n{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dependency cycle") && l.contains("broken::first") && l.contains("broken::second")),
+        "cycle:\n{text}"
+    );
     assert!(has(19, "migrate"), "unguarded exec:\n{text}");
     assert!(text.contains("4 problem(s) found"), "{text}");
 }
@@ -72,7 +75,10 @@ fn guardrails_reject_vigo_itself_and_touch_nothing() {
         assert!(text.contains("Vigo itself") && text.contains("cannot be switched off"), "case {i}:\n{text}");
         assert!(!exists(&marker), "case {i}: a resource ran although the config was refused");
     }
-    assert!(!exists(std::path::Path::new("/etc/vigo/agent.yaml")) || std::fs::read_to_string("/etc/vigo/agent.yaml").map(|s| s != "x").unwrap_or(true));
+    assert!(
+        !exists(std::path::Path::new("/etc/vigo/agent.yaml"))
+            || std::fs::read_to_string("/etc/vigo/agent.yaml").map(|s| s != "x").unwrap_or(true)
+    );
 }
 
 #[test]
@@ -81,7 +87,10 @@ fn detailed_exit_codes_follow_puppet() {
     f.module("m.yaml", "name: m\nresources:\n  - name: a\n    type: file\n    target_path: {root}/a\n    content: x\n");
     vigo().args(["apply", "--detailed-exitcodes"]).arg(f.config()).assert().code(2);
     vigo().args(["apply", "--detailed-exitcodes"]).arg(f.config()).assert().code(0);
-    f.module("n.yaml", "name: n\nresources:\n  - name: b\n    type: exec\n    command: \"exit 1\"\n    unless: \"false\"\n");
+    f.module(
+        "n.yaml",
+        "name: n\nresources:\n  - name: b\n    type: exec\n    command: \"exit 1\"\n    unless: \"false\"\n",
+    );
     std::fs::remove_file(f.work().join("a")).expect("rm");
     vigo().args(["apply", "--detailed-exitcodes"]).arg(f.config()).assert().code(6);
     std::fs::write(f.work().join("a"), "x").expect("restore");
@@ -93,7 +102,10 @@ fn detailed_exit_codes_follow_puppet() {
 #[test]
 fn json_report_has_the_documented_shape() {
     let f = Fixture::new();
-    f.module("m.yaml", "name: m\nresources:\n  - name: a\n    type: file\n    target_path: {root}/a\n    content: \"x\\n\"\n");
+    f.module(
+        "m.yaml",
+        "name: m\nresources:\n  - name: a\n    type: file\n    target_path: {root}/a\n    content: \"x\\n\"\n",
+    );
     let out = vigo().args(["apply", "--json", "--noop"]).arg(f.config()).assert().success().get_output().stdout.clone();
     let v: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
     let r = &v["resources"][0];
@@ -126,7 +138,19 @@ fn human_output_is_short_and_plain_off_a_terminal() {
 fn types_are_listed_and_shown_from_the_registry() {
     let out = vigo().arg("types").assert().success().get_output().stdout.clone();
     let text = String::from_utf8(out).expect("utf8");
-    for t in ["blockinfile", "directory", "exec", "file", "file_line", "host", "ini", "json_file", "replace", "sshkey", "symlink"] {
+    for t in [
+        "blockinfile",
+        "directory",
+        "exec",
+        "file",
+        "file_line",
+        "host",
+        "ini",
+        "json_file",
+        "replace",
+        "sshkey",
+        "symlink",
+    ] {
         assert!(text.lines().any(|l| l.split_whitespace().next() == Some(t)), "{t} missing from:\n{text}");
     }
     let out = vigo().args(["types", "show", "file"]).assert().success().get_output().stdout.clone();

@@ -50,7 +50,8 @@ impl Fixture {
 
     pub fn run(&self, mode: Mode) -> Report {
         let registry = Registry::builtin();
-        let (config, plan) = vigo_agent::load::load(&self.config(), &registry).unwrap_or_else(|d| panic!("invalid config:\n{d}"));
+        let (config, plan) =
+            vigo_agent::load::load(&self.config(), &registry).unwrap_or_else(|d| panic!("invalid config:\n{d}"));
         let traits = traits();
         Runner { registry: &registry, traits: &traits, mode }.run(&config, &plan)
     }

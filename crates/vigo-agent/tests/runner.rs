@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{find, Fixture};
+use common::{Fixture, find};
 use vigo_agent::report::Status;
 use vigo_executors::Mode;
 

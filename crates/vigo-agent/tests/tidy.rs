@@ -12,7 +12,9 @@ fn reference_doc_matches_the_registry() {
     let path = workspace().join("docs/reference.md");
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     if on_disk != generated {
-        panic!("docs/reference.md is out of date: run `cargo run -q --bin vigo -- types reference > docs/reference.md`");
+        panic!(
+            "docs/reference.md is out of date: run `cargo run -q --bin vigo -- types reference > docs/reference.md`"
+        );
     }
 }
 

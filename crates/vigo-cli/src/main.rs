@@ -37,5 +37,6 @@ fn main() -> ExitCode {
 #[allow(unsafe_code)]
 fn restore_sigpipe() {
     // SAFETY: runs first in `main`, before any thread exists; SIG_DFL installs no handler code.
-    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
 }

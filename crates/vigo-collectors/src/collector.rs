@@ -58,18 +58,13 @@ impl Host {
     }
 
     /// The first of `candidates` that exists, with the candidate it came from.
-    pub fn read_first(
-        &self,
-        candidates: &[&'static str],
-    ) -> Result<(&'static str, String), CollectError> {
+    pub fn read_first(&self, candidates: &[&'static str]) -> Result<(&'static str, String), CollectError> {
         for rel in candidates {
             if let Some(text) = self.read_optional(rel)? {
                 return Ok((rel, text));
             }
         }
-        Err(CollectError::NotFound {
-            paths: candidates.iter().map(|rel| self.path(rel)).collect(),
-        })
+        Err(CollectError::NotFound { paths: candidates.iter().map(|rel| self.path(rel)).collect() })
     }
 
     /// The first line of a one-value file (`/proc/sys/kernel/*`), trimmed; empty is an error.
@@ -77,10 +72,7 @@ impl Host {
         let text = self.read(rel)?;
         let value = text.lines().next().unwrap_or("").trim();
         if value.is_empty() {
-            return Err(CollectError::Invalid {
-                path: self.path(rel),
-                reason: "file is empty".into(),
-            });
+            return Err(CollectError::Invalid { path: self.path(rel), reason: "file is empty".into() });
         }
         Ok(value.to_string())
     }
@@ -89,10 +81,7 @@ impl Host {
 /// `ENOTDIR` counts as absent: a fixture or chroot may have a file where a directory
 /// is expected, which means the same to a collector as no file at all.
 fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 /// Why a collector produced nothing.
@@ -146,11 +135,7 @@ impl MalformedLines {
         if self.is_empty() {
             return;
         }
-        let counts: Map<String, Value> = self
-            .counts
-            .iter()
-            .map(|(f, n)| (f.clone(), Value::from(*n)))
-            .collect();
+        let counts: Map<String, Value> = self.counts.iter().map(|(f, n)| (f.clone(), Value::from(*n))).collect();
         traits.insert("malformed_lines".into(), Value::Object(counts));
     }
 }
@@ -163,80 +148,40 @@ mod tests {
     #[test]
     fn path_keeps_absolute_paths_inside_the_root() {
         let host = Host::new("/srv/fixture");
-        assert_eq!(
-            host.path("/home/alice"),
-            PathBuf::from("/srv/fixture/home/alice")
-        );
-        assert_eq!(
-            host.path("etc/passwd"),
-            PathBuf::from("/srv/fixture/etc/passwd")
-        );
-        assert_eq!(
-            Host::local().path("/etc/passwd"),
-            PathBuf::from("/etc/passwd")
-        );
+        assert_eq!(host.path("/home/alice"), PathBuf::from("/srv/fixture/home/alice"));
+        assert_eq!(host.path("etc/passwd"), PathBuf::from("/srv/fixture/etc/passwd"));
+        assert_eq!(Host::local().path("/etc/passwd"), PathBuf::from("/etc/passwd"));
     }
 
     #[test]
     fn read_optional_distinguishes_missing_from_present() {
-        let fx = Fixture::new()
-            .file("etc/present", "x\n")
-            .file("etc/file", "not a dir");
+        let fx = Fixture::new().file("etc/present", "x\n").file("etc/file", "not a dir");
         let host = fx.host();
-        assert_eq!(
-            host.read_optional("etc/present")
-                .expect("readable")
-                .as_deref(),
-            Some("x\n")
-        );
-        assert!(
-            host.read_optional("etc/absent")
-                .expect("missing is not an error")
-                .is_none()
-        );
-        assert!(
-            host.read_optional("etc/file/below")
-                .expect("ENOTDIR is absent")
-                .is_none()
-        );
+        assert_eq!(host.read_optional("etc/present").expect("readable").as_deref(), Some("x\n"));
+        assert!(host.read_optional("etc/absent").expect("missing is not an error").is_none());
+        assert!(host.read_optional("etc/file/below").expect("ENOTDIR is absent").is_none());
     }
 
     #[test]
     fn read_first_names_every_candidate_when_none_exists() {
         let fx = Fixture::new();
-        let err = fx
-            .host()
-            .read_first(&["etc/a", "usr/lib/b"])
-            .expect_err("nothing exists");
+        let err = fx.host().read_first(&["etc/a", "usr/lib/b"]).expect_err("nothing exists");
         let message = err.to_string();
         assert!(message.starts_with("none of "), "{message}");
-        assert!(
-            message.contains("etc/a") && message.contains("usr/lib/b"),
-            "{message}"
-        );
+        assert!(message.contains("etc/a") && message.contains("usr/lib/b"), "{message}");
     }
 
     #[test]
     fn read_value_rejects_an_empty_file_naming_it() {
         let fx = Fixture::new().file("proc/sys/kernel/ostype", "\n");
-        let err = fx
-            .host()
-            .read_value("proc/sys/kernel/ostype")
-            .expect_err("empty");
-        assert!(
-            err.to_string()
-                .ends_with("proc/sys/kernel/ostype: file is empty"),
-            "{err}"
-        );
+        let err = fx.host().read_value("proc/sys/kernel/ostype").expect_err("empty");
+        assert!(err.to_string().ends_with("proc/sys/kernel/ostype: file is empty"), "{err}");
     }
 
     #[test]
     fn read_replaces_invalid_utf8() {
         let fx = Fixture::new().bytes("etc/latin1", b"caf\xe9\n");
-        assert_eq!(
-            fx.host().read("etc/latin1").expect("readable"),
-            "caf\u{fffd}\n"
-        );
+        assert_eq!(fx.host().read("etc/latin1").expect("readable"), "caf\u{fffd}\n");
     }
 
     #[test]
@@ -251,9 +196,6 @@ mod tests {
         skipped.add("etc/group", 1);
         skipped.add("etc/passwd", 1);
         skipped.insert_into(&mut traits);
-        assert_eq!(
-            traits,
-            serde_json::json!({"malformed_lines": {"etc/passwd": 3, "etc/group": 1}})
-        );
+        assert_eq!(traits, serde_json::json!({"malformed_lines": {"etc/passwd": 3, "etc/group": 1}}));
     }
 }

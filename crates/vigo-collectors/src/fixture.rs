@@ -11,9 +11,7 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("create fixture root"),
-        }
+        Self { dir: tempfile::tempdir().expect("create fixture root") }
     }
 
     /// Writes `rel` (relative or absolute, always under the root), creating its parents.

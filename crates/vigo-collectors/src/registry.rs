@@ -33,18 +33,12 @@ pub fn collect(host: &Host, names: &[&str]) -> (Value, Vec<(String, CollectError
     for name in names {
         if !collectors.iter().any(|c| c.name() == *name) && !errors.iter().any(|(n, _)| n == name) {
             let known: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
-            let error = CollectError::UnknownCollector {
-                name: name.to_string(),
-                known: known.join(", "),
-            };
+            let error = CollectError::UnknownCollector { name: name.to_string(), known: known.join(", ") };
             errors.push((name.to_string(), error));
         }
     }
     let mut traits = Map::new();
-    for collector in collectors
-        .iter()
-        .filter(|c| names.is_empty() || names.contains(&c.name()))
-    {
+    for collector in collectors.iter().filter(|c| names.is_empty() || names.contains(&c.name())) {
         match collector.collect(host) {
             Ok(value) => {
                 traits.insert(collector.name().to_string(), value);
@@ -66,10 +60,7 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        assert_eq!(
-            names, sorted,
-            "registry must be alphabetical without duplicates"
-        );
+        assert_eq!(names, sorted, "registry must be alphabetical without duplicates");
     }
 
     #[test]
@@ -78,11 +69,7 @@ mod tests {
         let names = names();
         let mut files = 0;
         for entry in std::fs::read_dir(&dir).expect("collectors dir") {
-            let file = entry
-                .expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .to_string();
+            let file = entry.expect("dir entry").file_name().to_string_lossy().to_string();
             let Some(stem) = file.strip_suffix(".rs") else {
                 continue;
             };
@@ -90,27 +77,16 @@ mod tests {
                 continue;
             }
             files += 1;
-            assert!(
-                names.contains(&stem),
-                "collectors/{file} is not in registry::all()"
-            );
+            assert!(names.contains(&stem), "collectors/{file} is not in registry::all()");
         }
-        assert_eq!(
-            files,
-            names.len(),
-            "every registered collector has its own file"
-        );
+        assert_eq!(files, names.len(), "every registered collector has its own file");
     }
 
     #[test]
     fn every_collector_has_a_summary() {
         for collector in all() {
             let summary = collector.summary();
-            assert!(
-                !summary.is_empty() && !summary.ends_with('.'),
-                "summary of {}: {summary:?}",
-                collector.name()
-            );
+            assert!(!summary.is_empty() && !summary.ends_with('.'), "summary of {}: {summary:?}", collector.name());
         }
     }
 
@@ -130,12 +106,7 @@ mod tests {
         let fx = full_host();
         let (traits, errors) = collect(&fx.host(), &[]);
         assert!(errors.is_empty(), "{errors:?}");
-        let keys: Vec<&str> = traits
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = traits.as_object().expect("object").keys().map(String::as_str).collect();
         assert_eq!(keys, names());
         assert_eq!(traits["os"]["family"], "debian");
         assert_eq!(traits["identity"]["hostname"], "web01");
@@ -151,30 +122,18 @@ mod tests {
         assert_eq!(traits["users"]["accounts"][0]["name"], "root");
         let failed: Vec<&str> = errors.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(failed, ["os"]);
-        assert!(
-            errors[0].1.to_string().contains("etc/os-release"),
-            "{}",
-            errors[0].1
-        );
+        assert!(errors[0].1.to_string().contains("etc/os-release"), "{}", errors[0].1);
     }
 
     #[test]
     fn named_collectors_run_alone_and_unknown_names_list_the_known_ones() {
         let fx = full_host();
         let (traits, errors) = collect(&fx.host(), &["os", "bogus", "kernel", "bogus"]);
-        let keys: Vec<&str> = traits
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = traits.as_object().expect("object").keys().map(String::as_str).collect();
         assert_eq!(keys, ["kernel", "os"]);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "bogus");
-        assert_eq!(
-            errors[0].1.to_string(),
-            "unknown trait collector `bogus` (known: identity, kernel, os, users)"
-        );
+        assert_eq!(errors[0].1.to_string(), "unknown trait collector `bogus` (known: identity, kernel, os, users)");
     }
 
     #[test]
@@ -183,9 +142,7 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let os_name = traits["os"]["name"].as_str().expect("os.name is a string");
         assert!(!os_name.is_empty());
-        let hostname = traits["identity"]["hostname"]
-            .as_str()
-            .expect("identity.hostname is a string");
+        let hostname = traits["identity"]["hostname"].as_str().expect("identity.hostname is a string");
         assert!(!hostname.is_empty());
     }
 
@@ -194,11 +151,6 @@ mod tests {
         let (traits, errors) = collect(&Host::local(), &[]);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(traits.as_object().expect("object").len(), names().len());
-        assert!(
-            traits["users"]["accounts"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty()),
-            "root at least"
-        );
+        assert!(traits["users"]["accounts"].as_array().is_some_and(|a| !a.is_empty()), "root at least");
     }
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Loc};
+use crate::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use crate::raw::{self, Entries, Pos};
 use crate::when::{Condition, WhenEnv};
 
@@ -63,7 +63,9 @@ impl Assignments {
                             for g in globs {
                                 match glob::Pattern::new(&g) {
                                     Ok(p) => rule.hosts.push(p),
-                                    Err(err) => diags.push(Diagnostic::new(here.clone(), format!("bad host glob `{g}`: {err}"))),
+                                    Err(err) => {
+                                        diags.push(Diagnostic::new(here.clone(), format!("bad host glob `{g}`: {err}")))
+                                    }
                                 }
                             }
                         }
@@ -84,17 +86,24 @@ impl Assignments {
                                             Some(s) => format!("did you mean `{s}`?"),
                                             None => format!("known modules: {}", modules.join(", ")),
                                         };
-                                        diags.push(Diagnostic::new(here.clone(), format!("module `{n}` does not exist")).hint(hint));
+                                        diags.push(
+                                            Diagnostic::new(here.clone(), format!("module `{n}` does not exist"))
+                                                .hint(hint),
+                                        );
                                     }
                                     rule.modules.push(n);
                                 }
                             }
-                            None => diags.push(Diagnostic::new(here, "`modules` must be a module name or a list of names")),
+                            None => {
+                                diags.push(Diagnostic::new(here, "`modules` must be a module name or a list of names"))
+                            }
                         }
                     }
                     other => {
-                        let hint = did_you_mean(other, ["hosts", "when", "modules"]).map(|s| format!("did you mean `{s}`?"));
-                        let mut d = Diagnostic::new(at(file, e.key_pos), format!("unknown field `{other}` in an assignment"));
+                        let hint =
+                            did_you_mean(other, ["hosts", "when", "modules"]).map(|s| format!("did you mean `{s}`?"));
+                        let mut d =
+                            Diagnostic::new(at(file, e.key_pos), format!("unknown field `{other}` in an assignment"));
                         d.hint = hint;
                         diags.push(d);
                     }
@@ -113,10 +122,8 @@ impl Assignments {
         let mut out: Vec<String> = Vec::new();
         for rule in &self.rules {
             let host_ok = rule.hosts.is_empty() || rule.hosts.iter().any(|p| p.matches(hostname));
-            let when_ok = rule
-                .when
-                .as_ref()
-                .is_none_or(|c| c.eval(WhenEnv { traits, changed: false }).unwrap_or(false));
+            let when_ok =
+                rule.when.as_ref().is_none_or(|c| c.eval(WhenEnv { traits, changed: false }).unwrap_or(false));
             if host_ok && when_ok {
                 for m in &rule.modules {
                     if !out.contains(m) {
@@ -157,8 +164,9 @@ mod tests {
 
     #[test]
     fn envoys_get_the_union_in_first_appearance_order() {
-        let a = Assignments::parse(Path::new("assignments.yaml"), FILE, Some(&["webserver", "base", "debian", "everyone"]))
-            .expect("valid");
+        let a =
+            Assignments::parse(Path::new("assignments.yaml"), FILE, Some(&["webserver", "base", "debian", "everyone"]))
+                .expect("valid");
         let deb = json!({"os": {"family": "debian"}});
         let rh = json!({"os": {"family": "redhat"}});
         assert_eq!(a.modules_for("web-1", &deb), ["webserver", "base", "debian", "everyone"]);

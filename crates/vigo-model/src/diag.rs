@@ -81,9 +81,7 @@ impl Diagnostics {
 
     /// Sorts by file, line and column so output reads top to bottom.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| {
-            (&a.loc.file, a.loc.line, a.loc.col).cmp(&(&b.loc.file, b.loc.line, b.loc.col))
-        });
+        self.0.sort_by(|a, b| (&a.loc.file, a.loc.line, a.loc.col).cmp(&(&b.loc.file, b.loc.line, b.loc.col)));
     }
 }
 

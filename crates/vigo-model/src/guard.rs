@@ -53,9 +53,7 @@ fn refuse_path(path: &Path) -> Option<String> {
 
 fn refuse_service(name: &str) -> Option<String> {
     let unit = name.trim().strip_suffix(".service").unwrap_or(name.trim());
-    PROTECTED_SERVICES
-        .contains(&unit)
-        .then(|| format!("service `{name}` is Vigo itself; resources may not manage it"))
+    PROTECTED_SERVICES.contains(&unit).then(|| format!("service `{name}` is Vigo itself; resources may not manage it"))
 }
 
 /// Commands are free text; refuse the plain ways of stopping Vigo or deleting its files.

@@ -132,7 +132,8 @@ mod tests {
 
     #[test]
     fn cycles_are_reported_as_a_loop() {
-        let cycle = order(3, &[(0, 1, Edge::Depends), (1, 2, Edge::Depends), (2, 0, Edge::Depends)]).expect_err("cycle");
+        let cycle =
+            order(3, &[(0, 1, Edge::Depends), (1, 2, Edge::Depends), (2, 0, Edge::Depends)]).expect_err("cycle");
         assert_eq!(cycle.len(), 4);
         assert_eq!(cycle.first(), cycle.last());
         let self_loop = order(1, &[(0, 0, Edge::Notify)]).expect_err("self");

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
@@ -199,10 +199,7 @@ pub fn options() -> serde_saphyr::Options {
 
 /// A YAML error's position and message, without the parser's own location suffix.
 pub fn yaml_error(err: &serde_saphyr::Error) -> (Pos, String) {
-    let pos = err
-        .location()
-        .map(|l| Pos { line: l.line(), col: l.column() })
-        .unwrap_or_default();
+    let pos = err.location().map(|l| Pos { line: l.line(), col: l.column() }).unwrap_or_default();
     let text = err.to_string();
     let first = text.lines().next().unwrap_or("invalid YAML").trim();
     let msg = match first.find(" at line ") {

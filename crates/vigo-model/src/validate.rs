@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 
 use crate::catalog::{Catalog, Common};
 use crate::config::{Config, Module, Resource};
-use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Loc};
+use crate::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use crate::plan::{self, Plan};
 use crate::raw::{self, Entries, Entry, Pos, RawModule, ResourceItem};
 use crate::source::Sources;
@@ -126,7 +126,11 @@ impl Compiler<'_> {
             }
         }
         let Some(name) = name else {
-            self.error(Loc::new(file, 1, 1), "module has no `name`", Some("add `name: <module name>` at the top".into()));
+            self.error(
+                Loc::new(file, 1, 1),
+                "module has no `name`",
+                Some("add `name: <module name>` at the top".into()),
+            );
             return None;
         };
         let mut module = Module { name, file: file.to_path_buf(), vars, resources: Vec::new() };
@@ -134,7 +138,8 @@ impl Compiler<'_> {
         for item in raw.resources.map(|(_, items)| items).unwrap_or_default() {
             let Some(res) = self.resource(file, &module, item) else { continue };
             if let Some(line) = seen.get(&res.name) {
-                let hint = format!("the first `{}` is at line {line}; resource names are unique within a module", res.name);
+                let hint =
+                    format!("the first `{}` is at line {line}; resource names are unique within a module", res.name);
                 self.error(res.loc.clone(), format!("duplicate resource name `{}`", res.name), Some(hint));
                 continue;
             }
@@ -167,13 +172,24 @@ impl Compiler<'_> {
             Value::Null => Vec::new(),
             _ => {
                 let hint = Some(format!("write `{}: [Resource name, …]`", e.key));
-                self.error(at(file, e.value_pos), format!("`{}` must be a resource name or a list of names", e.key), hint);
+                self.error(
+                    at(file, e.value_pos),
+                    format!("`{}` must be a resource name or a list of names", e.key),
+                    hint,
+                );
                 Vec::new()
             }
         }
     }
 
-    fn unknown<'c>(&mut self, file: &Path, pos: Pos, key: &str, owner: &str, known: impl Iterator<Item = &'c str> + Clone) {
+    fn unknown<'c>(
+        &mut self,
+        file: &Path,
+        pos: Pos,
+        key: &str,
+        owner: &str,
+        known: impl Iterator<Item = &'c str> + Clone,
+    ) {
         let hint = match did_you_mean(key, known.clone()) {
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("known fields: {}", known.collect::<Vec<_>>().join(", ")),
@@ -196,7 +212,11 @@ impl Compiler<'_> {
         let mut dup: HashMap<&str, Pos> = HashMap::new();
         for e in &entries.entries {
             if let Some(first) = dup.insert(&e.key, e.key_pos) {
-                self.error(at(file, e.key_pos), format!("field `{}` appears twice", e.key), Some(format!("first at line {}", first.line)));
+                self.error(
+                    at(file, e.key_pos),
+                    format!("field `{}` appears twice", e.key),
+                    Some(format!("first at line {}", first.line)),
+                );
             }
         }
         let (mut name, mut type_name, mut when_src) = (None, None, None);
@@ -225,15 +245,26 @@ impl Compiler<'_> {
             return None;
         };
         if let Some((src, pos)) = &when_src
-            && let Err(e) = when::Condition::compile(src) {
-                self.error(at(file, *pos), format!("invalid `when` condition: {e}"), None);
-            }
+            && let Err(e) = when::Condition::compile(src)
+        {
+            self.error(at(file, *pos), format!("invalid `when` condition: {e}"), None);
+        }
         let index = self.modules.iter().map(|m| m.resources.len()).sum::<usize>() + module.resources.len();
         for (target, pos) in &notify {
-            self.refs.push(PendingRef { from: index, target: target.clone(), kind: plan::Edge::Notify, loc: at(file, *pos) });
+            self.refs.push(PendingRef {
+                from: index,
+                target: target.clone(),
+                kind: plan::Edge::Notify,
+                loc: at(file, *pos),
+            });
         }
         for (target, pos) in &depends {
-            self.refs.push(PendingRef { from: index, target: target.clone(), kind: plan::Edge::Depends, loc: at(file, *pos) });
+            self.refs.push(PendingRef {
+                from: index,
+                target: target.clone(),
+                kind: plan::Edge::Depends,
+                loc: at(file, *pos),
+            });
         }
         let fields: Map<String, Value> = type_entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let resource = Resource {
@@ -266,14 +297,24 @@ impl Compiler<'_> {
         for e in entries {
             if !fields.iter().any(|f| f.name == e.key) {
                 shape_ok = false;
-                self.unknown(file, e.key_pos, &e.key, &format!("a `{}` resource", res.type_name), known.iter().copied());
+                self.unknown(
+                    file,
+                    e.key_pos,
+                    &e.key,
+                    &format!("a `{}` resource", res.type_name),
+                    known.iter().copied(),
+                );
             }
         }
         for f in fields.iter().filter(|f| f.required) {
             if !res.fields.contains_key(&f.name) {
                 shape_ok = false;
                 let hint = if f.doc.is_empty() { None } else { Some(format!("`{}`: {}", f.name, f.doc)) };
-                self.error(res.loc.clone(), format!("`{}` resource `{}` is missing required field `{}`", res.type_name, res.name, f.name), hint);
+                self.error(
+                    res.loc.clone(),
+                    format!("`{}` resource `{}` is missing required field `{}`", res.type_name, res.name, f.name),
+                    hint,
+                );
             }
         }
         if !shape_ok {
@@ -300,7 +341,11 @@ impl Compiler<'_> {
         };
         for t in &facts.targets {
             if let Some(why) = guard::refuse(t) {
-                self.error(res.loc.clone(), format!("resource `{}` is refused: {why}", res.name), Some("this guardrail cannot be switched off".into()));
+                self.error(
+                    res.loc.clone(),
+                    format!("resource `{}` is refused: {why}", res.name),
+                    Some("this guardrail cannot be switched off".into()),
+                );
             }
         }
         for name in &facts.templates {
@@ -348,7 +393,13 @@ fn resolve(config: &Config, refs: Vec<PendingRef>, diags: &mut Diagnostics) -> P
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "name a resource of this module, or `module::name` for another module".to_string(),
                 };
-                diags.push(Diagnostic::new(r.loc, format!("`{field}` of `{}` names `{}`, which does not exist", from.name, r.target)).hint(hint));
+                diags.push(
+                    Diagnostic::new(
+                        r.loc,
+                        format!("`{field}` of `{}` names `{}`, which does not exist", from.name, r.target),
+                    )
+                    .hint(hint),
+                );
             }
         }
     }

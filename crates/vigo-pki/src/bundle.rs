@@ -17,29 +17,48 @@ const BUNDLE_CONTEXT: &str = "vigo-bundle-v1\n";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
-    #[error("bundle signature is not 64 bytes of base64")]
+    #[error("signature is not 64 bytes of base64")]
     Malformed,
-    #[error("bundle signature does not verify against server key {key}")]
+    #[error("signature does not verify against server key {key}")]
     BadSignature { key: String },
 }
 
-fn message(bytes: &[u8]) -> String {
-    format!("{BUNDLE_CONTEXT}{}", crate::sha256_hex(bytes))
+/// The context of a transfer order (vigo-swarm): same construction, another prefix,
+/// so an order signature is never valid as a bundle signature or the other way round.
+pub const ORDER_CONTEXT: &str = "vigo-order-v1\n";
+
+fn message(context: &str, bytes: &[u8]) -> String {
+    format!("{context}{}", crate::sha256_hex(bytes))
 }
 
 /// Signs `bytes`, returning the signature as standard base64.
 pub fn sign_bundle(key: &SigningKey, bytes: &[u8]) -> String {
-    B64.encode(key.sign_raw(message(bytes).as_bytes()).to_bytes())
+    sign_detached(key, BUNDLE_CONTEXT, bytes)
 }
 
 /// Checks a signature made by [`sign_bundle`].
 pub fn verify_bundle(public_key: &PublicKey, bytes: &[u8], signature_b64: &str) -> Result<(), BundleError> {
+    verify_detached(public_key, BUNDLE_CONTEXT, bytes, signature_b64)
+}
+
+/// Signs `bytes` under a context prefix (one per kind of document), base64 out.
+pub fn sign_detached(key: &SigningKey, context: &str, bytes: &[u8]) -> String {
+    B64.encode(key.sign_raw(message(context, bytes).as_bytes()).to_bytes())
+}
+
+/// Checks a signature made by [`sign_detached`] with the same context.
+pub fn verify_detached(
+    public_key: &PublicKey,
+    context: &str,
+    bytes: &[u8],
+    signature_b64: &str,
+) -> Result<(), BundleError> {
     let signature = B64
         .decode(signature_b64.trim())
         .ok()
         .and_then(|raw| Signature::from_slice(&raw).ok())
         .ok_or(BundleError::Malformed)?;
-    if public_key.verify_raw(message(bytes).as_bytes(), &signature) {
+    if public_key.verify_raw(message(context, bytes).as_bytes(), &signature) {
         Ok(())
     } else {
         Err(BundleError::BadSignature { key: public_key.to_b64() })

@@ -25,7 +25,7 @@ pub mod signing;
 pub mod tls;
 pub mod token;
 
-pub use bundle::{BundleError, sign_bundle, verify_bundle};
+pub use bundle::{BundleError, ORDER_CONTEXT, sign_bundle, sign_detached, verify_bundle, verify_detached};
 pub use ca::{CaError, FleetCa};
 pub use envoy::{EnvoyError, EnvoyTlsKey};
 pub use files::FileError;

@@ -9,12 +9,12 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::tls::{cert_fingerprint, provider, TlsError};
+use crate::tls::{TlsError, cert_fingerprint, provider};
 
 /// A verifier that trusts the chain certificate whose fingerprint is pinned.
 #[derive(Debug)]

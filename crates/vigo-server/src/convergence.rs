@@ -101,7 +101,8 @@ mod tests {
         let repaired = r#"{"resources":[{"status":"changed","changes":[{"attribute":"content"}]}],"summary":{"changed":1,"failed":0}}"#;
         let unrepaired = r#"{"resources":[{"status":"failed","changes":[{"attribute":"mode"}]}],"summary":{"changed":0,"failed":1}}"#;
         let check_error = r#"{"resources":[{"status":"failed","changes":[]}],"summary":{"changed":0,"failed":1}}"#;
-        let run_error = r#"{"error":"policy does not validate here","resources":[],"summary":{"changed":0,"failed":0}}"#;
+        let run_error =
+            r#"{"error":"policy does not validate here","resources":[],"summary":{"changed":0,"failed":0}}"#;
         let now = 1_000;
         let cases = [
             (envoy(Some(990), Some(clean), false), ConvergenceState::Converged),

@@ -80,9 +80,10 @@ impl FleetIndex {
         let policy = self.policy()?;
         let envoy = self.get(name)?;
         if let Some((number, b)) = &envoy.bundle
-            && *number == policy.number {
-                return Some(b.clone());
-            }
+            && *number == policy.number
+        {
+            return Some(b.clone());
+        }
         let empty = Value::Object(Default::default());
         let traits = envoy.traits.as_deref().unwrap_or(&empty);
         let modules = policy.assignments.modules_for(name, traits);

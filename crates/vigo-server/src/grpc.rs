@@ -13,13 +13,14 @@ use std::task::{Context, Poll};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use vigo_proto::agent_server::{Agent, AgentServer};
 use vigo_proto::{
-    check_in_response, Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, NotModified, QueuedReport, Signed,
+    Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, NotModified, QueuedReport, Signed,
+    check_in_response,
 };
 use vigo_store::{EnvoyRow, WriteOp};
 
@@ -116,7 +117,11 @@ impl AgentService {
 }
 
 fn peer_of<T>(req: &Request<T>) -> Peer {
-    req.extensions().get::<Peer>().cloned().unwrap_or(Peer { addr: req.remote_addr(), identity: None, fingerprint: None })
+    req.extensions().get::<Peer>().cloned().unwrap_or(Peer {
+        addr: req.remote_addr(),
+        identity: None,
+        fingerprint: None,
+    })
 }
 
 fn refuse(peer: &Peer, envoy: &str, reason: &str, status: Status) -> Status {
@@ -156,36 +161,60 @@ impl Agent for AgentService {
         let now = crate::now();
         let token = r.token.clone();
         let hash = row.hash.clone();
-        let matches = tokio::task::spawn_blocking(move || vigo_pki::token::verify(&token, &hash)).await.unwrap_or(false);
+        let matches =
+            tokio::task::spawn_blocking(move || vigo_pki::token::verify(&token, &hash)).await.unwrap_or(false);
         if !matches {
-            return Err(refuse(&peer, &host, "token does not match", Status::unauthenticated("invalid enrollment token")));
+            return Err(refuse(
+                &peer,
+                &host,
+                "token does not match",
+                Status::unauthenticated("invalid enrollment token"),
+            ));
         }
         if row.revoked {
-            return Err(refuse(&peer, &host, "token revoked", Status::permission_denied("enrollment token was revoked")));
+            return Err(refuse(
+                &peer,
+                &host,
+                "token revoked",
+                Status::permission_denied("enrollment token was revoked"),
+            ));
         }
         if row.used_at.is_some() {
-            return Err(refuse(&peer, &host, "token already used", Status::permission_denied("enrollment token was already used")));
+            return Err(refuse(
+                &peer,
+                &host,
+                "token already used",
+                Status::permission_denied("enrollment token was already used"),
+            ));
         }
         if row.expires_at.is_some_and(|t| t <= now) {
-            return Err(refuse(&peer, &host, "token expired", Status::permission_denied("enrollment token has expired")));
+            return Err(refuse(
+                &peer,
+                &host,
+                "token expired",
+                Status::permission_denied("enrollment token has expired"),
+            ));
         }
         let glob_ok = glob::Pattern::new(&row.hosts).is_ok_and(|p| p.matches(&host));
         if !glob_ok {
             let why = format!("hostname does not match token glob `{}`", row.hosts);
             return Err(refuse(&peer, &host, &why, Status::permission_denied(why.clone())));
         }
-        let key_bytes: [u8; 32] = r
-            .signing_public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| refuse(&peer, &host, "bad signing key", Status::invalid_argument("signing key must be 32 bytes")))?;
+        let key_bytes: [u8; 32] = r.signing_public_key.as_slice().try_into().map_err(|_| {
+            refuse(&peer, &host, "bad signing key", Status::invalid_argument("signing key must be 32 bytes"))
+        })?;
         let key = {
             use base64::Engine as _;
             vigo_pki::PublicKey::from_b64(&base64::engine::general_purpose::STANDARD.encode(key_bytes))
                 .map_err(|e| refuse(&peer, &host, "bad signing key", Status::invalid_argument(e.to_string())))?
         };
         if self.server.fleet.get(&host).is_some_and(|e| e.revoked_at.is_none()) {
-            return Err(refuse(&peer, &host, "name already enrolled", Status::already_exists(format!("envoy `{host}` is already enrolled; revoke it first"))));
+            return Err(refuse(
+                &peer,
+                &host,
+                "name already enrolled",
+                Status::already_exists(format!("envoy `{host}` is already enrolled; revoke it first")),
+            ));
         }
         let cert = self
             .server
@@ -194,7 +223,12 @@ impl Agent for AgentService {
             .map_err(|e| refuse(&peer, &host, "bad CSR", Status::invalid_argument(e.to_string())))?;
         let fingerprint = vigo_pki::tls::pem_fingerprint(&cert).map_err(|e| Status::internal(e.to_string()))?;
         if !self.server.store.use_token(&row.id, &host, now).await.map_err(|e| Status::internal(e.to_string()))? {
-            return Err(refuse(&peer, &host, "token raced", Status::permission_denied("enrollment token was already used")));
+            return Err(refuse(
+                &peer,
+                &host,
+                "token raced",
+                Status::permission_denied("enrollment token was already used"),
+            ));
         }
         let envoy_row = EnvoyRow {
             name: host.clone(),
@@ -224,7 +258,14 @@ impl Agent for AgentService {
             bundle: None,
         });
         tracing::info!(envoy = %host, token = %row.id, peer = ?peer.addr, "envoy enrolled");
-        self.server.audit_as(&host, "enroll", &host, serde_json::json!({"token": row.id, "peer": peer.addr.map(|a| a.to_string())})).await;
+        self.server
+            .audit_as(
+                &host,
+                "enroll",
+                &host,
+                serde_json::json!({"token": row.id, "peer": peer.addr.map(|a| a.to_string())}),
+            )
+            .await;
         Ok(Response::new(EnrollResponse {
             envoy: host,
             certificate_pem: cert,
@@ -238,10 +279,16 @@ impl Agent for AgentService {
         let peer = peer_of(&req);
         let signed = req.into_inner();
         let Some(identity) = peer.identity.clone() else {
-            return Err(refuse(&peer, "-", "no client certificate", Status::unauthenticated("a client certificate is required")));
+            return Err(refuse(
+                &peer,
+                "-",
+                "no client certificate",
+                Status::unauthenticated("a client certificate is required"),
+            ));
         };
-        let body = CheckInBody::decode(signed.body.as_slice())
-            .map_err(|_| refuse(&peer, &identity, "malformed body", Status::invalid_argument("malformed check-in body")))?;
+        let body = CheckInBody::decode(signed.body.as_slice()).map_err(|_| {
+            refuse(&peer, &identity, "malformed body", Status::invalid_argument("malformed check-in body"))
+        })?;
         if body.envoy != identity {
             let why = format!("certificate is for `{identity}` but the request claims `{}`", body.envoy);
             return Err(refuse(&peer, &identity, &why, Status::permission_denied(why.clone())));
@@ -252,7 +299,12 @@ impl Agent for AgentService {
             .active_key(&identity)
             .map_err(|why| refuse(&peer, &identity, why, Status::permission_denied(why)))?;
         if peer.fingerprint.as_deref() != Some(fingerprint.as_str()) {
-            return Err(refuse(&peer, &identity, "certificate is not the one issued at enrollment", Status::permission_denied("certificate not current")));
+            return Err(refuse(
+                &peer,
+                &identity,
+                "certificate is not the one issued at enrollment",
+                Status::permission_denied("certificate not current"),
+            ));
         }
         let sig = vigo_pki::RequestSignature {
             timestamp: signed.timestamp,
@@ -271,13 +323,15 @@ impl AgentService {
     async fn accept(&self, name: String, body: CheckInBody, now: i64) -> Result<Response<CheckInResponse>, Status> {
         let traits = match &body.traits_json {
             Some(bytes) => {
-                let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| Status::invalid_argument("traits are not JSON"))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(bytes).map_err(|_| Status::invalid_argument("traits are not JSON"))?;
                 Some((Arc::new(v), String::from_utf8_lossy(bytes).to_string()))
             }
             None => None,
         };
         if body.reports.len() > MAX_REPORTS_PER_CHECKIN {
-            let why = format!("{} queued reports in one check-in (at most {MAX_REPORTS_PER_CHECKIN})", body.reports.len());
+            let why =
+                format!("{} queued reports in one check-in (at most {MAX_REPORTS_PER_CHECKIN})", body.reports.len());
             return Err(refuse_body(&name, &why));
         }
         // The newest report is also the envoy's "last report"; a legacy single report wins
@@ -304,10 +358,11 @@ impl AgentService {
                     e.traits_digest = Some(body.traits_digest.clone());
                 }
                 if let Some(r) = &report
-                    && report_seq > e.report_seq {
-                        e.last_report = Some(Arc::new(r.clone()));
-                        e.report_seq = report_seq;
-                    }
+                    && report_seq > e.report_seq
+                {
+                    e.last_report = Some(Arc::new(r.clone()));
+                    e.report_seq = report_seq;
+                }
                 e.traits_digest.as_deref() != Some(body.traits_digest.as_str())
             })
             .ok_or_else(|| Status::permission_denied("unknown envoy"))?;

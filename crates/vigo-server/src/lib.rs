@@ -5,8 +5,8 @@
 //! thin front ends over it. `policy` builds signed bundles; `writer` batches
 //! persistence; `state_dir` creates and names the server's files.
 
-pub mod convergence;
 pub mod audit;
+pub mod convergence;
 pub mod fleet;
 pub mod grpc;
 pub mod policy;

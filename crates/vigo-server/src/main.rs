@@ -100,7 +100,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         vigo_server::settings::Backend::Postgres => settings.storage.url.clone().unwrap_or_default(),
     };
     if !state.ca_dir().exists() {
-        anyhow::bail!("{} is not initialised: run `vigosrv init --state-dir {}` first", state.root.display(), state.root.display());
+        anyhow::bail!(
+            "{} is not initialised: run `vigosrv init --state-dir {}` first",
+            state.root.display(),
+            state.root.display()
+        );
     }
     let store = vigo_store::Store::open(&url).await?;
     let (server, writer) = vigo_server::server::Server::open(state, cli.config_dir, settings, store).await?;

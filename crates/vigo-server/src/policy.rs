@@ -79,7 +79,10 @@ impl Policy {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                return Err(Diagnostics(vec![Diagnostic::new(Loc::file(&assignments_path), format!("cannot read: {e}"))]));
+                return Err(Diagnostics(vec![Diagnostic::new(
+                    Loc::file(&assignments_path),
+                    format!("cannot read: {e}"),
+                )]));
             }
         };
         let mut diags = Diagnostics::default();
@@ -193,8 +196,13 @@ impl Policy {
                 }
             }
         }
-        let payload =
-            Payload { number: self.number, modules: files, templates, assignments: None, expires_at: self.snapshot.expires_at };
+        let payload = Payload {
+            number: self.number,
+            modules: files,
+            templates,
+            assignments: None,
+            expires_at: self.snapshot.expires_at,
+        };
         let bundle = Arc::new(self.sign(&payload));
         cache.insert(key, bundle.clone());
         bundle

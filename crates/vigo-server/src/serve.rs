@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::grpc::{tls_incoming, AgentService};
+use crate::grpc::{AgentService, tls_incoming};
 use crate::server::Server;
 
 /// Serves until SIGTERM or Ctrl-C, then stops accepting, flushes the writer and returns.
@@ -22,7 +22,8 @@ pub async fn serve(server: Server, writer: crate::writer::WriterHandle) -> anyho
 
     let grpc_addr = server.settings.listen.grpc;
     let api_addr = server.settings.listen.api;
-    let grpc_listener = TcpListener::bind(grpc_addr).await.map_err(|e| anyhow::anyhow!("gRPC listen {grpc_addr}: {e}"))?;
+    let grpc_listener =
+        TcpListener::bind(grpc_addr).await.map_err(|e| anyhow::anyhow!("gRPC listen {grpc_addr}: {e}"))?;
     let api_listener = TcpListener::bind(api_addr).await.map_err(|e| anyhow::anyhow!("API listen {api_addr}: {e}"))?;
     tracing::info!(grpc = %grpc_addr, api = %api_addr, "vigosrv listening");
 
@@ -30,13 +31,12 @@ pub async fn serve(server: Server, writer: crate::writer::WriterHandle) -> anyho
     let incoming = tls_incoming(grpc_listener, TlsAcceptor::from(Arc::new(grpc_tls)));
     let service = AgentService { server: server.clone() }.into_service();
     let mut grpc_stop = stop_rx.clone();
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_stop.changed().await;
-            }),
-    );
+    let grpc = tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+        incoming,
+        async move {
+            let _ = grpc_stop.changed().await;
+        },
+    ));
     let router = crate::rest::router(server.clone());
     let api = tokio::spawn(serve_api(api_listener, TlsAcceptor::from(Arc::new(api_tls)), router, stop_rx));
 
@@ -86,7 +86,7 @@ async fn serve_api(
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

@@ -13,7 +13,7 @@ use vigo_store::{EnvoyRow, Store, TokenRow, VersionRow};
 use crate::fleet::{Envoy, FleetIndex};
 use crate::policy::{self, Policy, SignedBundle};
 use crate::settings::Settings;
-use crate::state_dir::{admin_token_hash, StateDir};
+use crate::state_dir::{StateDir, admin_token_hash};
 use crate::writer::Writer;
 
 /// bcrypt cost for enrollment tokens.
@@ -231,7 +231,12 @@ impl Server {
             Ok(policy) => policy,
             Err(d) => {
                 tracing::warn!(problems = d.len(), "publish refused: invalid configuration");
-                self.audit("publish.failed", "configuration", serde_json::json!({"message": message, "problems": d.len()})).await;
+                self.audit(
+                    "publish.failed",
+                    "configuration",
+                    serde_json::json!({"message": message, "problems": d.len()}),
+                )
+                .await;
                 return Err(OpError::InvalidConfig(d));
             }
         };
@@ -289,11 +294,7 @@ fn bundle_row(number: i64, set_key: &str, b: &SignedBundle) -> vigo_store::Bundl
     }
 }
 
-async fn restore_policy(
-    store: &Store,
-    active: &VersionRow,
-    key: Arc<SigningKey>,
-) -> anyhow::Result<Policy> {
+async fn restore_policy(store: &Store, active: &VersionRow, key: Arc<SigningKey>) -> anyhow::Result<Policy> {
     let rows = store.bundles(active.number).await?;
     let snapshot = rows
         .iter()

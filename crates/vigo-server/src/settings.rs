@@ -82,11 +82,10 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let s: Settings = serde_saphyr::from_str_with_options(text, vigo_model::raw::options())
-            .map_err(|e| {
-                let (pos, msg) = vigo_model::raw::yaml_error(&e);
-                SettingsError::Invalid { path: format!("{shown}:{}:{}", pos.line, pos.col), message: msg }
-            })?;
+        let s: Settings = serde_saphyr::from_str_with_options(text, vigo_model::raw::options()).map_err(|e| {
+            let (pos, msg) = vigo_model::raw::yaml_error(&e);
+            SettingsError::Invalid { path: format!("{shown}:{}:{}", pos.line, pos.col), message: msg }
+        })?;
         s.check(shown)?;
         Ok(s)
     }

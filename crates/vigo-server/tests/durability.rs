@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{bin, stderr, MOTD};
+use common::{MOTD, bin, stderr};
 use vigo_testkit::{Fleet, Host, Process};
 
 const MANAGED: &str = "managed by vigo\n";

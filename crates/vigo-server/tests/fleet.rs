@@ -6,7 +6,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{bin, stderr, MODULE, MOTD};
+use common::{MODULE, MOTD, bin, stderr};
 use vigo_testkit::{Fleet, Host, Process};
 
 /// A server host with an initialised state dir and a config dir, and its agents.
@@ -106,7 +106,6 @@ fn run_once(host: &Host) -> Output {
     host.run(bin("vigo"), ["run", "--once"]).expect("vigo run --once")
 }
 
-
 #[test]
 fn enrollment_honours_globs_single_use_and_expiry() {
     let w = World::new("enroll");
@@ -148,7 +147,8 @@ fn publish_converges_repairs_drift_and_invalid_publish_changes_nothing() {
     // The daemon is running and has checked in before anything is published.
     let d1 = web1.spawn(bin("vigo"), ["run"]).expect("daemon");
     vigo_testkit::wait_for("web-1 checks in", Duration::from_secs(20), || {
-        let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
+        let show: serde_json::Value =
+            serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
         !show["last_checkin"].is_null()
     })
     .expect("first check-in");
@@ -178,7 +178,8 @@ fn publish_converges_repairs_drift_and_invalid_publish_changes_nothing() {
     // Results reach the server (a report travels with the next check-in) and set the state:
     // the repaired hand edit made web-2 `relapsed`, a clean run makes it `converged`.
     let state = |name: &str| {
-        let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", name, "--json"])).expect("json");
+        let show: serde_json::Value =
+            serde_json::from_str(&w.cli_ok(&["envoys", "show", name, "--json"])).expect("json");
         assert!(show["last_report"]["summary"].is_object(), "{show}");
         show["state"].as_str().expect("state").to_string()
     };
@@ -240,8 +241,9 @@ fn forge(
     });
     let tls = vigo_pki::client_config(&ca, identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))).expect("tls");
     let signed = replay.unwrap_or_else(|| {
-        let body = vigo_proto::CheckInBody { envoy: claim.to_string(), traits_digest: "x".into(), ..Default::default() }
-            .encode_to_vec();
+        let body =
+            vigo_proto::CheckInBody { envoy: claim.to_string(), traits_digest: "x".into(), ..Default::default() }
+                .encode_to_vec();
         let sig = vigo_pki::sign_request(key, "CheckIn", &body, timestamp);
         vigo_proto::Signed { body, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() }
     });
@@ -249,7 +251,8 @@ fn forge(
     let ip = w.server.ip().to_string();
     let sent = signed.clone();
     let result = rt.block_on(async move {
-        let mut client = vigo_agent::client::connect(&ip, 1530, tls).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client =
+            vigo_agent::client::connect(&ip, 1530, tls).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         client.check_in(sent).await.map(|_| ())
     });
     (result, signed)
@@ -288,7 +291,8 @@ fn forged_replayed_stale_and_misattributed_requests_are_refused_and_logged() {
         assert!(result.is_err(), "{what} was accepted");
         assert!(w.server_log().contains(reason), "{what}: reason `{reason}` not logged:\n{}", w.server_log());
     }
-    let show: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
+    let show: serde_json::Value =
+        serde_json::from_str(&w.cli_ok(&["envoys", "show", "web-1", "--json"])).expect("json");
     assert!(show["last_checkin"].is_null(), "a refused request changed state: {show}");
     // A valid request goes through once; the same bytes again are a replay.
     let (ok, signed) = forge(&w, Some(&web1), "web-1", &key1, now(), None);

@@ -12,22 +12,26 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::Backend;
 
 /// `(version, description, SQLite text, PostgreSQL text)`, in version order.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-    include_str!("../migrations/postgres/0001_initial.sql"),
-), (
-    2,
-    "audit",
-    include_str!("../migrations/sqlite/0002_audit.sql"),
-    include_str!("../migrations/postgres/0002_audit.sql"),
-), (
-    3,
-    "reports",
-    include_str!("../migrations/sqlite/0003_reports.sql"),
-    include_str!("../migrations/postgres/0003_reports.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "audit",
+        include_str!("../migrations/sqlite/0002_audit.sql"),
+        include_str!("../migrations/postgres/0002_audit.sql"),
+    ),
+    (
+        3,
+        "reports",
+        include_str!("../migrations/sqlite/0003_reports.sql"),
+        include_str!("../migrations/postgres/0003_reports.sql"),
+    ),
+];
 
 /// The migrator for one dialect.
 pub(crate) fn migrator(backend: Backend) -> Migrator {

@@ -18,9 +18,7 @@ pub(crate) struct AccountFiles {
 pub(crate) fn validate_name(name: &str) -> Result<(), String> {
     let body = name.strip_suffix('$').unwrap_or(name);
     let mut chars = body.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !first_ok || !rest_ok || name.len() > 32 {
         return Err(
@@ -33,9 +31,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), String> {
 
 /// Fields of each non-empty, non-comment line of a colon-separated database.
 fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .map(|line| line.split(':').collect())
+    text.lines().filter(|line| !line.trim().is_empty() && !line.starts_with('#')).map(|line| line.split(':').collect())
 }
 
 fn by_name<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
@@ -59,10 +55,7 @@ fn append(text: &mut String, line: &str) {
 pub(crate) fn add_group(files: &mut AccountFiles, name: &str, gid: u32) -> Result<(), String> {
     validate_name(name)?;
     if let Some(existing) = by_name(&files.group, name) {
-        return Err(format!(
-            "group already exists with gid {}",
-            existing.get(2).unwrap_or(&"?")
-        ));
+        return Err(format!("group already exists with gid {}", existing.get(2).unwrap_or(&"?")));
     }
     if let Some(owner) = by_id(&files.group, gid) {
         return Err(format!("gid {gid} already belongs to group `{}`", owner[0]));
@@ -92,13 +85,9 @@ pub(crate) fn add_user(
         return Err(format!("uid {uid} already belongs to user `{}`", owner[0]));
     }
     if by_id(&files.group, gid).is_none() {
-        add_group(files, name, gid)
-            .map_err(|reason| format!("cannot create its primary group: {reason}"))?;
+        add_group(files, name, gid).map_err(|reason| format!("cannot create its primary group: {reason}"))?;
     }
-    append(
-        &mut files.passwd,
-        &format!("{name}:x:{uid}:{gid}::/home/{name}:/bin/bash"),
-    );
+    append(&mut files.passwd, &format!("{name}:x:{uid}:{gid}::/home/{name}:/bin/bash"));
     if let Some(shadow) = files.shadow.as_mut() {
         append(shadow, &format!("{name}:!:{days_since_epoch}:0:99999:7:::"));
     }

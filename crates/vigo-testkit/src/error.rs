@@ -10,16 +10,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "vigo-testkit must run as root (namespaces, bridges and mounts need it); effective uid is {uid}"
-    )]
+    #[error("vigo-testkit must run as root (namespaces, bridges and mounts need it); effective uid is {uid}")]
     NotRoot { uid: u32 },
 
     #[error("`{tool}` not found in PATH or the system directories: install the Debian package `{package}`")]
-    MissingTool {
-        tool: &'static str,
-        package: &'static str,
-    },
+    MissingTool { tool: &'static str, package: &'static str },
 
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -37,20 +32,10 @@ pub enum Error {
     },
 
     #[error("`{command}` failed ({status}): {}", stderr.trim_end())]
-    CommandFailed {
-        command: String,
-        status: String,
-        stdout: String,
-        stderr: String,
-    },
+    CommandFailed { command: String, status: String, stdout: String, stderr: String },
 
     #[error("`{command}` did not finish within {after:?}; stderr so far: {}", stderr.trim_end())]
-    CommandTimedOut {
-        command: String,
-        after: Duration,
-        stdout: String,
-        stderr: String,
-    },
+    CommandTimedOut { command: String, after: Duration, stdout: String, stderr: String },
 
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },
@@ -71,11 +56,7 @@ pub enum Error {
     InvalidPrivateDir { path: PathBuf, reason: &'static str },
 
     #[error("cannot add account `{name}` on host {host}: {reason}")]
-    Account {
-        host: String,
-        name: String,
-        reason: String,
-    },
+    Account { host: String, name: String, reason: String },
 
     #[error("invalid helper request `{request}`: {reason}")]
     HelperRequest { request: String, reason: String },
@@ -83,10 +64,6 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Io { action, path: path.into(), source }
     }
 }

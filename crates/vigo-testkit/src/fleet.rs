@@ -67,9 +67,7 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        HostConfig {
-            private_dirs: DEFAULT_PRIVATE_DIRS.iter().map(PathBuf::from).collect(),
-        }
+        HostConfig { private_dirs: DEFAULT_PRIVATE_DIRS.iter().map(PathBuf::from).collect() }
     }
 }
 
@@ -89,17 +87,11 @@ impl HostConfig {
     fn validated(&self) -> Result<Vec<PathBuf>> {
         let mut dirs = Vec::with_capacity(self.private_dirs.len());
         for dir in &self.private_dirs {
-            let invalid = |reason| Error::InvalidPrivateDir {
-                path: dir.clone(),
-                reason,
-            };
+            let invalid = |reason| Error::InvalidPrivateDir { path: dir.clone(), reason };
             if !dir.is_absolute() {
                 return Err(invalid("not an absolute path"));
             }
-            if dir
-                .components()
-                .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
-            {
+            if dir.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
                 return Err(invalid("holds `.` or `..`"));
             }
             if dir == Path::new("/") {
@@ -123,11 +115,8 @@ impl Fleet {
     /// crashed runs first (see [`crate::cleanup_stale`]).
     pub fn new(label: &str) -> Result<Fleet> {
         let tools = sys::tools()?;
-        let safe: String = label
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-            .take(40)
-            .collect();
+        let safe: String =
+            label.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).take(40).collect();
         let base = base_dir();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{safe}-"))
@@ -140,16 +129,11 @@ impl Fleet {
             bridge: lease::bridge_name(lease.index),
             dir: dir.keep(),
             lease,
-            state: Mutex::new(State {
-                next_host: FIRST_HOST,
-                hosts: BTreeMap::new(),
-            }),
+            state: Mutex::new(State { next_host: FIRST_HOST, hosts: BTreeMap::new() }),
         });
         // From here on, dropping `shared` undoes whatever got created.
         let gateway = format!("{}/24", shared.gateway());
-        sys::ip(&[
-            "link", "add", &shared.bridge, "type", "bridge", "mcast_snooping", "0",
-        ])?;
+        sys::ip(&["link", "add", &shared.bridge, "type", "bridge", "mcast_snooping", "0"])?;
         sys::ip(&["addr", "add", &gateway, "dev", &shared.bridge])?;
         sys::ip(&["link", "set", &shared.bridge, "up"])?;
         Ok(Fleet { shared })
@@ -218,24 +202,15 @@ impl Shared {
     fn reserve(&self, name: &str) -> Result<u8> {
         let mut state = self.state();
         if state.hosts.contains_key(name) {
-            return Err(Error::DuplicateHost {
-                fleet: self.label.clone(),
-                name: name.to_owned(),
-            });
+            return Err(Error::DuplicateHost { fleet: self.label.clone(), name: name.to_owned() });
         }
         if state.next_host > LAST_HOST {
-            return Err(Error::FleetFull {
-                fleet: self.label.clone(),
-                max: usize::from(LAST_HOST - FIRST_HOST + 1),
-            });
+            return Err(Error::FleetFull { fleet: self.label.clone(), max: usize::from(LAST_HOST - FIRST_HOST + 1) });
         }
         let number = state.next_host;
         state.next_host += 1;
-        let entry = Entry {
-            ip: self.address(number),
-            hosts_file: self.host_root(name).join("etc/hosts"),
-            ready: false,
-        };
+        let entry =
+            Entry { ip: self.address(number), hosts_file: self.host_root(name).join("etc/hosts"), ready: false };
         state.hosts.insert(name.to_owned(), entry);
         Ok(number)
     }
@@ -251,10 +226,7 @@ impl Shared {
     /// Rewrites every ready host's `/etc/hosts` to list the whole fleet.
     fn publish_hosts(&self) -> Result<()> {
         let state = self.state();
-        let table = render_hosts(
-            &self.label,
-            state.hosts.iter().map(|(name, entry)| (name.as_str(), entry.ip)),
-        );
+        let table = render_hosts(&self.label, state.hosts.iter().map(|(name, entry)| (name.as_str(), entry.ip)));
         for entry in state.hosts.values().filter(|entry| entry.ready) {
             sys::replace_file(&entry.hosts_file, &table)?;
         }
@@ -290,11 +262,7 @@ fn base_dir() -> PathBuf {
         let free = st.blocks_available().saturating_mul(st.fragment_size());
         !st.flags().intersects(FsFlags::ST_NOEXEC | FsFlags::ST_RDONLY) && free >= MIN_SHM_FREE
     });
-    if usable {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
+    if usable { shm.to_path_buf() } else { std::env::temp_dir() }
 }
 
 fn render_hosts<'a>(label: &str, hosts: impl Iterator<Item = (&'a str, Ipv4Addr)>) -> String {
@@ -312,23 +280,14 @@ fn render_hosts<'a>(label: &str, hosts: impl Iterator<Item = (&'a str, Ipv4Addr)
 /// Hostname rules: lowercase letters, digits, `-` and `.`; labels neither start
 /// nor end with `-`; at most 63 bytes (the kernel allows 64).
 pub(crate) fn validate_hostname(name: &str) -> Result<()> {
-    let invalid = |reason| Error::InvalidHostName {
-        name: name.to_owned(),
-        reason,
-    };
+    let invalid = |reason| Error::InvalidHostName { name: name.to_owned(), reason };
     if name.is_empty() || name.len() > 63 {
         return Err(invalid("must be 1 to 63 characters long"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
         return Err(invalid("use lowercase letters, digits, `-` and `.` only"));
     }
-    if name
-        .split('.')
-        .any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-'))
-    {
+    if name.split('.').any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-')) {
         return Err(invalid("each dot-separated label must be non-empty and not start or end with `-`"));
     }
     Ok(())
@@ -350,35 +309,21 @@ mod tests {
 
     #[test]
     fn hosts_table_lists_every_host_sorted_by_address() {
-        let table = render_hosts(
-            "t",
-            [
-                ("b", Ipv4Addr::new(198, 18, 0, 10)),
-                ("a", Ipv4Addr::new(198, 18, 0, 2)),
-            ]
-            .into_iter(),
-        );
+        let table =
+            render_hosts("t", [("b", Ipv4Addr::new(198, 18, 0, 10)), ("a", Ipv4Addr::new(198, 18, 0, 2))].into_iter());
         assert!(table.ends_with("198.18.0.2\ta\n198.18.0.10\tb\n"), "{table}");
         assert!(table.contains("127.0.0.1\tlocalhost\n"));
     }
 
     #[test]
     fn private_dirs_are_checked_and_ordered() {
-        let dirs = HostConfig::default()
-            .private_dir("/var/lib/vigosrv")
-            .private_dir("/home")
-            .validated()
-            .expect("valid");
-        let want: Vec<PathBuf> = ["/home", "/run/vigo", "/var/lib/vigo", "/var/lib/vigosrv"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let dirs =
+            HostConfig::default().private_dir("/var/lib/vigosrv").private_dir("/home").validated().expect("valid");
+        let want: Vec<PathBuf> =
+            ["/home", "/run/vigo", "/var/lib/vigo", "/var/lib/vigosrv"].iter().map(PathBuf::from).collect();
         assert_eq!(dirs, want);
         for bad in ["relative", "/", "/etc/vigo", "/var/../etc", "/etc"] {
-            let err = HostConfig::default()
-                .private_dir(bad)
-                .validated()
-                .expect_err(bad);
+            let err = HostConfig::default().private_dir(bad).validated().expect_err(bad);
             assert!(matches!(err, Error::InvalidPrivateDir { .. }), "{bad}: {err}");
         }
     }

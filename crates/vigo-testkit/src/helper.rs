@@ -42,18 +42,9 @@ pub enum Helper {
     TcpProbe { addr: SocketAddr, timeout: Duration },
     /// Joins multicast `group` and replies `<payload> from <sender ip>` for
     /// the first datagram on `port`; exits 1 if none arrives within `timeout`.
-    UdpListen {
-        group: Ipv4Addr,
-        port: u16,
-        timeout: Duration,
-    },
+    UdpListen { group: Ipv4Addr, port: u16, timeout: Duration },
     /// Sends `payload` to `group:port` every 100 ms for `duration`.
-    UdpSend {
-        group: Ipv4Addr,
-        port: u16,
-        duration: Duration,
-        payload: String,
-    },
+    UdpSend { group: Ipv4Addr, port: u16, duration: Duration, payload: String },
 }
 
 impl Helper {
@@ -63,43 +54,25 @@ impl Helper {
             Helper::TcpProbe { addr, timeout } => {
                 format!("tcp-probe {addr} {}", timeout.as_millis())
             }
-            Helper::UdpListen {
-                group,
-                port,
-                timeout,
-            } => format!("udp-listen {group} {port} {}", timeout.as_millis()),
-            Helper::UdpSend {
-                group,
-                port,
-                duration,
-                payload,
-            } => format!("udp-send {group} {port} {} {payload}", duration.as_millis()),
+            Helper::UdpListen { group, port, timeout } => format!("udp-listen {group} {port} {}", timeout.as_millis()),
+            Helper::UdpSend { group, port, duration, payload } => {
+                format!("udp-send {group} {port} {} {payload}", duration.as_millis())
+            }
         }
     }
 
     pub(crate) fn decode(request: &str) -> Result<Helper> {
-        let bad = |reason: &str| Error::HelperRequest {
-            request: request.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| Error::HelperRequest { request: request.to_owned(), reason: reason.to_owned() };
         let mut words = request.splitn(5, ' ');
         let mut next = |what: &str| words.next().ok_or_else(|| bad(&format!("missing {what}")));
-        let millis = |text: &str| {
-            text.parse()
-                .map(Duration::from_millis)
-                .map_err(|_| bad("milliseconds must be a number"))
-        };
+        let millis =
+            |text: &str| text.parse().map(Duration::from_millis).map_err(|_| bad("milliseconds must be a number"));
         let addr = |text: &str| text.parse().map_err(|_| bad("expected ip:port"));
         let group = |text: &str| text.parse().map_err(|_| bad("expected an IPv4 group"));
         let port = |text: &str| text.parse().map_err(|_| bad("expected a port"));
         let helper = match next("kind")? {
-            "tcp-serve" => Helper::TcpServe {
-                addr: addr(next("address")?)?,
-            },
-            "tcp-probe" => Helper::TcpProbe {
-                addr: addr(next("address")?)?,
-                timeout: millis(next("timeout")?)?,
-            },
+            "tcp-serve" => Helper::TcpServe { addr: addr(next("address")?)? },
+            "tcp-probe" => Helper::TcpProbe { addr: addr(next("address")?)?, timeout: millis(next("timeout")?)? },
             "udp-listen" => Helper::UdpListen {
                 group: group(next("group")?)?,
                 port: port(next("port")?)?,
@@ -126,11 +99,7 @@ impl Helper {
                 stream.read_to_string(&mut text)?;
                 say(text.trim())
             }
-            Helper::UdpListen {
-                group,
-                port,
-                timeout,
-            } => {
+            Helper::UdpListen { group, port, timeout } => {
                 let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, *port))?;
                 // Unspecified interface: the kernel picks it from the
                 // 224.0.0.0/4 route, which is what the route is for.
@@ -139,18 +108,9 @@ impl Helper {
                 say("joined")?;
                 let mut buf = [0u8; 2048];
                 let (len, from) = socket.recv_from(&mut buf)?;
-                say(&format!(
-                    "{} from {}",
-                    String::from_utf8_lossy(&buf[..len]),
-                    from.ip()
-                ))
+                say(&format!("{} from {}", String::from_utf8_lossy(&buf[..len]), from.ip()))
             }
-            Helper::UdpSend {
-                group,
-                port,
-                duration,
-                payload,
-            } => {
+            Helper::UdpSend { group, port, duration, payload } => {
                 let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
                 socket.set_multicast_ttl_v4(1)?;
                 let deadline = Instant::now() + *duration;
@@ -231,18 +191,9 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let cases = [
-            Helper::TcpServe {
-                addr: "198.18.0.2:7000".parse().expect("addr"),
-            },
-            Helper::TcpProbe {
-                addr: "198.18.0.3:1".parse().expect("addr"),
-                timeout: Duration::from_millis(1500),
-            },
-            Helper::UdpListen {
-                group: Ipv4Addr::new(224, 0, 0, 44),
-                port: 1533,
-                timeout: Duration::from_secs(5),
-            },
+            Helper::TcpServe { addr: "198.18.0.2:7000".parse().expect("addr") },
+            Helper::TcpProbe { addr: "198.18.0.3:1".parse().expect("addr"), timeout: Duration::from_millis(1500) },
+            Helper::UdpListen { group: Ipv4Addr::new(224, 0, 0, 44), port: 1533, timeout: Duration::from_secs(5) },
             Helper::UdpSend {
                 group: Ipv4Addr::new(224, 0, 0, 44),
                 port: 1533,
@@ -271,7 +222,8 @@ mod tests {
 
     #[test]
     fn replies_are_found_among_harness_output() {
-        let output = "\nrunning 1 test\ntest testkit_helper ... vigo-testkit-reply: ready\nnoise\nvigo-testkit-reply: web-2\n";
+        let output =
+            "\nrunning 1 test\ntest testkit_helper ... vigo-testkit-reply: ready\nnoise\nvigo-testkit-reply: web-2\n";
         assert_eq!(reply(output), Some("ready"));
         assert_eq!(replies(output), ["ready", "web-2"]);
         assert_eq!(reply("running 1 test\n"), None);

@@ -25,7 +25,8 @@ use crate::wait;
 /// How long [`Host::run`] and friends let a command run before killing it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Points DNS at a port nothing listens on, so lookups fail at once.
-const RESOLV_CONF: &str = "# written by vigo-testkit: test hosts have no DNS\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
+const RESOLV_CONF: &str =
+    "# written by vigo-testkit: test hosts have no DNS\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
 /// One connection attempt of [`Host::can_connect`].
 const CONNECT_TIMEOUT_SECS: &str = "2";
 
@@ -45,12 +46,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub(crate) fn create(
-        fleet: Arc<Shared>,
-        name: &str,
-        number: u8,
-        private_dirs: Vec<PathBuf>,
-    ) -> Result<Host> {
+    pub(crate) fn create(fleet: Arc<Shared>, name: &str, number: u8, private_dirs: Vec<PathBuf>) -> Result<Host> {
         let index = fleet.lease.index;
         let host = Host {
             ip: fleet.address(number),
@@ -72,8 +68,7 @@ impl Host {
 
     fn create_files(&self) -> Result<()> {
         let tools = self.fleet.tools;
-        fs::create_dir_all(&self.root)
-            .map_err(|source| Error::io("create directory", &self.root, source))?;
+        fs::create_dir_all(&self.root).map_err(|source| Error::io("create directory", &self.root, source))?;
         // A whole copy of /etc rather than single-file binds: tools such as
         // useradd replace files by renaming a sibling, which fails on a bound
         // file and would leave their lock and backup files in the real /etc.
@@ -102,13 +97,11 @@ impl Host {
         // The mount point must exist on the machine itself: the one global side
         // effect of the testkit, an empty directory that stays.
         if !dir.exists() {
-            fs::create_dir_all(dir)
-                .map_err(|source| Error::io("create mount point", dir, source))?;
+            fs::create_dir_all(dir).map_err(|source| Error::io("create mount point", dir, source))?;
         }
         let meta = fs::metadata(dir).map_err(|source| Error::io("inspect", dir, source))?;
         let mirror = self.path(dir);
-        fs::create_dir_all(&mirror)
-            .map_err(|source| Error::io("create directory", &mirror, source))?;
+        fs::create_dir_all(&mirror).map_err(|source| Error::io("create directory", &mirror, source))?;
         use std::os::unix::fs::MetadataExt;
         std::os::unix::fs::chown(&mirror, Some(meta.uid()), Some(meta.gid()))
             .map_err(|source| Error::io("chown", &mirror, source))?;
@@ -121,9 +114,7 @@ impl Host {
         let address = format!("{}/24", self.ip);
         let gateway = self.fleet.gateway().to_string();
         sys::ip(&["netns", "add", ns])?;
-        sys::ip(&[
-            "link", "add", &self.veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
-        ])?;
+        sys::ip(&["link", "add", &self.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
         sys::ip(&["link", "set", &self.veth, "master", &self.fleet.bridge, "up"])?;
         for args in [
             &["link", "set", "lo", "up"][..],
@@ -174,13 +165,8 @@ impl Host {
         let inside = inside.as_ref();
         let relative = inside.strip_prefix("/").unwrap_or(inside);
         let absolute = Path::new("/").join(relative);
-        let private = absolute.starts_with("/etc")
-            || self.private_dirs.iter().any(|dir| absolute.starts_with(dir));
-        if private {
-            self.root.join(relative)
-        } else {
-            absolute
-        }
+        let private = absolute.starts_with("/etc") || self.private_dirs.iter().any(|dir| absolute.starts_with(dir));
+        if private { self.root.join(relative) } else { absolute }
     }
 
     /// A command that runs `program args…` inside the host: its network
@@ -303,8 +289,8 @@ impl Host {
     /// Like [`Host::helper`], for a helper test at another path (for example
     /// `tests::testkit_helper` in a unit-test module).
     pub fn helper_at(&self, test_path: &str, helper: &Helper) -> Result<Command> {
-        let exe = std::env::current_exe()
-            .map_err(|source| Error::io("locate", "the current test executable", source))?;
+        let exe =
+            std::env::current_exe().map_err(|source| Error::io("locate", "the current test executable", source))?;
         let mut cmd = self.command(exe, helper::test_args(test_path));
         cmd.env(helper::ENV_VAR, helper.encode());
         Ok(cmd)
@@ -324,14 +310,11 @@ impl Host {
     /// has that gid) to this host only, with an empty home `/home/<name>`
     /// owned by the user, shell `/bin/bash` and a locked password.
     pub fn add_user(&self, name: &str, uid: u32, gid: u32) -> Result<()> {
-        let days = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 86_400);
+        let days = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
         self.edit_accounts(name, |files| accounts::add_user(files, name, uid, gid, days))?;
         let home = self.path(Path::new("/home").join(name));
         create_dir(&home, 0o755)?;
-        std::os::unix::fs::chown(&home, Some(uid), Some(gid))
-            .map_err(|source| Error::io("chown", &home, source))
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).map_err(|source| Error::io("chown", &home, source))
     }
 
     fn edit_accounts(
@@ -352,11 +335,7 @@ impl Host {
             shadow: read_optional("shadow"),
             gshadow: read_optional("gshadow"),
         };
-        edit(&mut files).map_err(|reason| Error::Account {
-            host: self.name.clone(),
-            name: name.to_owned(),
-            reason,
-        })?;
+        edit(&mut files).map_err(|reason| Error::Account { host: self.name.clone(), name: name.to_owned(), reason })?;
         replace_file(&etc.join("passwd"), &files.passwd)?;
         replace_file(&etc.join("group"), &files.group)?;
         if let Some(shadow) = &files.shadow {
@@ -392,12 +371,7 @@ impl Host {
         let script = format!("exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port());
         let cmd = self.command(
             &tools.timeout,
-            [
-                OsStr::new(CONNECT_TIMEOUT_SECS),
-                tools.bash.as_os_str(),
-                OsStr::new("-c"),
-                OsStr::new(&script),
-            ],
+            [OsStr::new(CONNECT_TIMEOUT_SECS), tools.bash.as_os_str(), OsStr::new("-c"), OsStr::new(&script)],
         );
         Ok(self.output(cmd, DEFAULT_TIMEOUT)?.status.success())
     }
@@ -425,16 +399,11 @@ impl Drop for Host {
 
 fn create_dir(path: &Path, mode: u32) -> Result<()> {
     fs::create_dir(path).map_err(|source| Error::io("create directory", path, source))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|source| Error::io("chmod", path, source))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|source| Error::io("chmod", path, source))
 }
 
 fn remove_any(path: &Path) -> Result<()> {
     let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    let removed = if is_dir {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
+    let removed = if is_dir { fs::remove_dir_all(path) } else { fs::remove_file(path) };
     removed.map_err(|source| Error::io("remove", path, source))
 }

@@ -57,9 +57,7 @@ fn owner_index(name: &str) -> Option<u16> {
     if let Some(rest) = name.strip_prefix("vgb") {
         return parse_index(rest);
     }
-    let rest = name
-        .strip_prefix("vgt")
-        .or_else(|| name.strip_prefix("vgv"))?;
+    let rest = name.strip_prefix("vgt").or_else(|| name.strip_prefix("vgv"))?;
     let (index, host) = rest.split_once('h')?;
     if host.is_empty() || !host.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -142,8 +140,7 @@ fn lock() -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|source| Error::io("open lock file", &path, source))?;
-    file.lock()
-        .map_err(|source| Error::io("lock", &path, source))?;
+    file.lock().map_err(|source| Error::io("lock", &path, source))?;
     Ok(file)
 }
 
@@ -152,23 +149,12 @@ fn lock() -> Result<File> {
 pub(crate) fn acquire(root: &Path) -> Result<Lease> {
     let _lock = lock()?;
     let (live, _) = sweep()?;
-    let index = (0..SUBNET_COUNT)
-        .find(|i| !live.contains(i))
-        .ok_or(Error::SubnetsExhausted {
-            count: SUBNET_COUNT,
-        })?;
+    let index = (0..SUBNET_COUNT).find(|i| !live.contains(i)).ok_or(Error::SubnetsExhausted { count: SUBNET_COUNT })?;
     let pid = std::process::id();
-    let marker = Marker {
-        pid,
-        start: sys::process_start_time(pid).unwrap_or_default(),
-        root: root.to_path_buf(),
-    };
+    let marker = Marker { pid, start: sys::process_start_time(pid).unwrap_or_default(), root: root.to_path_buf() };
     let path = fleets_dir().join(index.to_string());
     write_marker(&path, &marker)?;
-    Ok(Lease {
-        index,
-        marker: path,
-    })
+    Ok(Lease { index, marker: path })
 }
 
 fn write_marker(path: &Path, marker: &Marker) -> Result<()> {
@@ -248,11 +234,8 @@ fn link_name(line: &str) -> Option<&str> {
 fn remove_fleet_dir(root: &Path) {
     // The path comes from a root-owned file, but check the shape anyway:
     // the sweep must never delete anything the testkit did not create.
-    let ours = root.is_absolute()
-        && root
-            .file_name()
-            .and_then(OsStr::to_str)
-            .is_some_and(|name| name.starts_with(DIR_PREFIX));
+    let ours =
+        root.is_absolute() && root.file_name().and_then(OsStr::to_str).is_some_and(|name| name.starts_with(DIR_PREFIX));
     if ours {
         // Best effort: a directory that is already gone is the goal reached.
         let _ = fs::remove_dir_all(root);
@@ -292,11 +275,7 @@ mod tests {
 
     #[test]
     fn markers_round_trip_and_reject_garbage() {
-        let marker = Marker {
-            pid: 42,
-            start: 99,
-            root: PathBuf::from("/tmp/vigo-testkit-x"),
-        };
+        let marker = Marker { pid: 42, start: 99, root: PathBuf::from("/tmp/vigo-testkit-x") };
         assert_eq!(Marker::decode(&marker.encode()), Some(marker));
         assert_eq!(Marker::decode(b"not a pid\n1\n/x\n"), None);
         assert_eq!(Marker::decode(b"1\n"), None);
@@ -317,11 +296,7 @@ mod tests {
     #[test]
     fn sweep_removes_leftovers_of_a_dead_owner() {
         let tools = sys::tools().expect("testkit requirements");
-        let root = tempfile::Builder::new()
-            .prefix(DIR_PREFIX)
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let root = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir().expect("temp dir").keep();
         let index = {
             let _lock = lock().expect("lock");
             let (live, _) = sweep().expect("sweep");
@@ -329,11 +304,7 @@ mod tests {
             // Our own pid with a wrong start time: a pid that was reused.
             let pid = std::process::id();
             let start = sys::process_start_time(pid).expect("stat") + 1;
-            let marker = Marker {
-                pid,
-                start,
-                root: root.clone(),
-            };
+            let marker = Marker { pid, start, root: root.clone() };
             write_marker(&fleets_dir().join(index.to_string()), &marker).expect("marker");
             sys::ip(&["link", "add", &bridge_name(index), "type", "bridge"]).expect("bridge");
             sys::ip(&["netns", "add", &netns_name(index, 2)]).expect("netns");

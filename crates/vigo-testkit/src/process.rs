@@ -48,29 +48,17 @@ impl Process {
             .append(true)
             .open(log)
             .map_err(|source| Error::io("create log file", log, source))?;
-        let err_file = file
-            .try_clone()
-            .map_err(|source| Error::io("reopen log file", log, source))?;
+        let err_file = file.try_clone().map_err(|source| Error::io("reopen log file", log, source))?;
         cmd.stdin(Stdio::null()).stdout(file).stderr(err_file);
         let child = spawn_in_group(&mut cmd)?;
-        Ok(Process {
-            child,
-            label: label.to_owned(),
-            log: Some(log.to_path_buf()),
-            status: None,
-        })
+        Ok(Process { child, label: label.to_owned(), log: Some(log.to_path_buf()), status: None })
     }
 
     /// Guards a child spawned elsewhere (for example with piped stdio). Only
     /// its process group is killed on drop if it was spawned with
     /// `process_group(0)`, as [`crate::Host::command`] does.
     pub fn adopt(child: Child, label: &str) -> Process {
-        Process {
-            child,
-            label: label.to_owned(),
-            log: None,
-            status: None,
-        }
+        Process { child, label: label.to_owned(), log: None, status: None }
     }
 
     /// Pid of the program (it is also its process group id).
@@ -100,10 +88,7 @@ impl Process {
     /// The exit status if the program has finished, without blocking.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .map_err(|source| self.wait_error(source))?;
+            self.status = self.child.try_wait().map_err(|source| self.wait_error(source))?;
         }
         Ok(self.status)
     }
@@ -113,19 +98,12 @@ impl Process {
         if let Some(status) = self.status {
             return Ok(status);
         }
-        match self
-            .child
-            .wait_timeout(timeout)
-            .map_err(|source| self.wait_error(source))?
-        {
+        match self.child.wait_timeout(timeout).map_err(|source| self.wait_error(source))? {
             Some(status) => {
                 self.status = Some(status);
                 Ok(status)
             }
-            None => Err(Error::Timeout {
-                what: format!("{} to exit", self.label),
-                after: timeout,
-            }),
+            None => Err(Error::Timeout { what: format!("{} to exit", self.label), after: timeout }),
         }
     }
 
@@ -165,10 +143,7 @@ impl Process {
     }
 
     fn wait_error(&self, source: std::io::Error) -> Error {
-        Error::Spawn {
-            command: format!("wait for {}", self.label),
-            source,
-        }
+        Error::Spawn { command: format!("wait for {}", self.label), source }
     }
 
     fn log_tail(&self) -> Option<String> {
@@ -188,7 +163,10 @@ impl Drop for Process {
         if thread::panicking()
             && let Some(tail) = self.log_tail()
         {
-            eprintln!("---- log of {} (last {LOG_TAIL_BYTES} bytes) ----\n{tail}\n---- end of {} ----", self.label, self.label);
+            eprintln!(
+                "---- log of {} (last {LOG_TAIL_BYTES} bytes) ----\n{tail}\n---- end of {} ----",
+                self.label, self.label
+            );
         }
         let _ = self.kill_and_reap();
     }
@@ -198,18 +176,13 @@ impl Drop for Process {
 pub(crate) fn spawn_in_group(cmd: &mut Command) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
-    cmd.spawn().map_err(|source| Error::Spawn {
-        command: describe(cmd),
-        source,
-    })
+    cmd.spawn().map_err(|source| Error::Spawn { command: describe(cmd), source })
 }
 
 /// Runs `cmd` to completion with stdin closed, capturing its output. After
 /// `timeout` the process group is killed and the error holds what it printed.
 pub(crate) fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = spawn_in_group(cmd)?;
     let stdout = child.stdout.take().map(drain);
     let stderr = child.stderr.take().map(drain);
@@ -226,10 +199,7 @@ pub(crate) fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     };
     let stdout = stdout.map(join).unwrap_or_default();
     let stderr = stderr.map(join).unwrap_or_default();
-    let status = status.map_err(|source| Error::Spawn {
-        command: describe(cmd),
-        source,
-    })?;
+    let status = status.map_err(|source| Error::Spawn { command: describe(cmd), source })?;
     if timed_out {
         return Err(Error::CommandTimedOut {
             command: describe(cmd),
@@ -238,11 +208,7 @@ pub(crate) fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         });
     }
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+    Ok(Output { status, stdout, stderr })
 }
 
 fn drain<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u8>> {
@@ -264,11 +230,8 @@ mod tests {
 
     #[test]
     fn output_captures_both_streams_and_the_status() {
-        let out = output(
-            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
-            Duration::from_secs(30),
-        )
-        .expect("runs");
+        let out = output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]), Duration::from_secs(30))
+            .expect("runs");
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status.code(), Some(3));
@@ -278,11 +241,9 @@ mod tests {
     fn output_kills_the_whole_group_on_timeout() {
         let started = Instant::now();
         // The background sleep keeps stdout open: only a group kill ends it.
-        let err = output(
-            Command::new("sh").args(["-c", "echo early; sleep 60 & sleep 60"]),
-            Duration::from_millis(300),
-        )
-        .expect_err("times out");
+        let err =
+            output(Command::new("sh").args(["-c", "echo early; sleep 60 & sleep 60"]), Duration::from_millis(300))
+                .expect_err("times out");
         assert!(started.elapsed() < Duration::from_secs(30));
         match err {
             Error::CommandTimedOut { stdout, .. } => assert_eq!(stdout, "early\n"),
@@ -303,20 +264,13 @@ mod tests {
             fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
         })
         .expect("child started");
-        let child: i32 = fs::read_to_string(&pidfile)
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("pid");
-        crate::wait::wait_for("log line", Duration::from_secs(10), || {
-            process.log() == "started\n"
-        })
-        .expect("log written");
+        let child: i32 = fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
+        crate::wait::wait_for("log line", Duration::from_secs(10), || process.log() == "started\n")
+            .expect("log written");
         drop(process);
         // The orphaned sleep is reparented and reaped by init; give it a moment.
         crate::wait::wait_for("grandchild to die", Duration::from_secs(10), || {
-            fs::read_to_string(format!("/proc/{child}/stat"))
-                .map_or(true, |stat| stat.contains(") Z "))
+            fs::read_to_string(format!("/proc/{child}/stat")).map_or(true, |stat| stat.contains(") Z "))
         })
         .expect("grandchild killed with the group");
     }
@@ -328,9 +282,7 @@ mod tests {
         cmd.arg("600");
         let mut process = Process::spawn(cmd, "sleep", &dir.path().join("s.log")).expect("spawned");
         assert!(process.try_wait().expect("try_wait").is_none());
-        let err = process
-            .wait_timeout(Duration::from_millis(50))
-            .expect_err("still running");
+        let err = process.wait_timeout(Duration::from_millis(50)).expect_err("still running");
         assert!(err.to_string().contains("sleep to exit"), "{err}");
         let status = process.stop().expect("stopped");
         use std::os::unix::process::ExitStatusExt;

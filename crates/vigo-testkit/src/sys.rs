@@ -40,20 +40,12 @@ const REQUIRED: [(&str, &str); 8] = [
 
 /// Searched after `PATH`: cargo and nextest sometimes run tests with a `PATH`
 /// that lacks the sbin directories where `ip` lives.
-const FALLBACK_DIRS: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
+const FALLBACK_DIRS: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// Checks that we are root and every tool is installed; the first problem found
 /// is the error, naming the package to install.
 pub(crate) fn tools() -> Result<&'static Tools> {
-    static TOOLS: OnceLock<std::result::Result<Tools, (&'static str, &'static str)>> =
-        OnceLock::new();
+    static TOOLS: OnceLock<std::result::Result<Tools, (&'static str, &'static str)>> = OnceLock::new();
     let uid = nix::unistd::geteuid().as_raw();
     if uid != 0 {
         return Err(Error::NotRoot { uid });
@@ -76,9 +68,7 @@ pub(crate) fn tools() -> Result<&'static Tools> {
             timeout: next(),
         })
     });
-    found
-        .as_ref()
-        .map_err(|&(tool, package)| Error::MissingTool { tool, package })
+    found.as_ref().map_err(|&(tool, package)| Error::MissingTool { tool, package })
 }
 
 /// Finds an executable file named `name` in `PATH`, then in the system directories.
@@ -103,10 +93,7 @@ pub(crate) const HOST_MARK: &str = "vigo-testkit:";
 /// namespace plumbing around it.
 pub(crate) fn describe(cmd: &Command) -> String {
     let args: Vec<_> = cmd.get_args().map(OsStr::to_string_lossy).collect();
-    let host = args
-        .iter()
-        .position(|arg| arg.starts_with(HOST_MARK))
-        .filter(|&at| at + 1 < args.len());
+    let host = args.iter().position(|arg| arg.starts_with(HOST_MARK)).filter(|&at| at + 1 < args.len());
     if let Some(at) = host {
         let name = &args[at][HOST_MARK.len()..];
         return format!("{} (on host {name})", args[at + 1..].join(" "));
@@ -123,10 +110,7 @@ pub(crate) fn describe(cmd: &Command) -> String {
 /// error carrying its stderr. Returns stdout.
 pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     cmd.stdin(Stdio::null());
-    let output = cmd.output().map_err(|source| Error::Spawn {
-        command: describe(cmd),
-        source,
-    })?;
+    let output = cmd.output().map_err(|source| Error::Spawn { command: describe(cmd), source })?;
     check_output(cmd, output)
 }
 

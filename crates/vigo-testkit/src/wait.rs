@@ -12,11 +12,7 @@ const MAX_PAUSE: Duration = Duration::from_millis(250);
 
 /// Polls `probe` until it returns `Some`, backing off from 10 ms to 250 ms
 /// between tries; after `timeout` the error names `what`.
-pub fn wait_for_some<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Option<T>,
-) -> Result<T> {
+pub fn wait_for_some<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut pause = FIRST_PAUSE;
     loop {
@@ -25,10 +21,7 @@ pub fn wait_for_some<T>(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(Error::Timeout {
-                what: what.to_owned(),
-                after: timeout,
-            });
+            return Err(Error::Timeout { what: what.to_owned(), after: timeout });
         }
         thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(MAX_PAUSE);
@@ -66,8 +59,7 @@ mod tests {
 
     #[test]
     fn timeout_names_what_was_awaited() {
-        let err = wait_for("the impossible", Duration::from_millis(30), || false)
-            .expect_err("never holds");
+        let err = wait_for("the impossible", Duration::from_millis(30), || false).expect_err("never holds");
         assert_eq!(err.to_string(), "timed out after 30ms waiting for the impossible");
     }
 

@@ -28,18 +28,11 @@ fn ip(args: &[&str]) -> String {
 }
 
 fn netns_exists(name: &str) -> bool {
-    ip(&["netns", "list"])
-        .lines()
-        .any(|line| line.split_whitespace().next() == Some(name))
+    ip(&["netns", "list"]).lines().any(|line| line.split_whitespace().next() == Some(name))
 }
 
 fn link_exists(name: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", name])
-        .output()
-        .expect("ip runs")
-        .status
-        .success()
+    Command::new("ip").args(["link", "show", name]).output().expect("ip runs").status.success()
 }
 
 #[test]
@@ -53,12 +46,7 @@ fn hosts_talk_tcp_across_the_bridge_and_resolve_each_other() {
     let server = b.spawn_command("tcp-serve", serve).expect("server");
     b.wait_tcp(7000, WAIT).expect("server listens, reachable from the test process");
 
-    let probe = a
-        .helper(&Helper::TcpProbe {
-            addr: b.addr(7000),
-            timeout: Duration::from_secs(5),
-        })
-        .expect("helper");
+    let probe = a.helper(&Helper::TcpProbe { addr: b.addr(7000), timeout: Duration::from_secs(5) }).expect("helper");
     let out = a.output(probe, WAIT).expect("probe ran");
     assert!(out.status.success(), "probe: {out:?}\nserver log: {}", server.log());
     assert_eq!(helper::reply(&stdout(&out)), Some("web-2"), "answered by b's hostname");
@@ -111,10 +99,7 @@ fn private_dirs_are_per_host_and_mapped_by_path() {
     let out = a.sh(script).expect("sh");
     assert!(out.status.success(), "{out:?}");
 
-    assert_eq!(
-        fs::read_to_string(a.path("/var/lib/vigo/state")).expect("state"),
-        "a\n"
-    );
+    assert_eq!(fs::read_to_string(a.path("/var/lib/vigo/state")).expect("state"), "a\n");
     assert_eq!(fs::read_to_string(a.path("/etc/vigo/agent.yaml")).expect("conf"), "conf\n");
     assert!(a.path("/srv/x").starts_with(a.root()));
     assert!(a.path("/run/vigo/s").is_dir());
@@ -129,10 +114,8 @@ fn private_dirs_are_per_host_and_mapped_by_path() {
 
 #[test]
 fn users_exist_only_on_their_host() {
-    let real_before: Vec<_> = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"]
-        .iter()
-        .map(|p| fs::read(p).ok())
-        .collect();
+    let real_before: Vec<_> =
+        ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"].iter().map(|p| fs::read(p).ok()).collect();
     let etc_names = |dir: &str| -> BTreeSet<String> {
         fs::read_dir(dir)
             .expect("list /etc")
@@ -165,9 +148,7 @@ fn users_exist_only_on_their_host() {
     assert!(err.to_string().contains("alice"), "{err}");
 
     // The real useradd works inside a host and stays inside it.
-    let out = b
-        .run("useradd", ["--no-log-init", "-m", "-u", "2002", "-U", "bob"])
-        .expect("useradd");
+    let out = b.run("useradd", ["--no-log-init", "-m", "-u", "2002", "-U", "bob"]).expect("useradd");
     assert!(out.status.success(), "useradd on b: {out:?}");
     assert!(fs::read_to_string(b.path("/etc/passwd")).expect("b passwd").contains("\nbob:x:2002:"));
     assert!(b.path("/home/bob").is_dir());
@@ -175,10 +156,8 @@ fn users_exist_only_on_their_host() {
     let on_a = a.run("id", ["bob"]).expect("id on a");
     assert!(!on_a.status.success(), "bob unknown on a");
 
-    let real_after: Vec<_> = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"]
-        .iter()
-        .map(|p| fs::read(p).ok())
-        .collect();
+    let real_after: Vec<_> =
+        ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"].iter().map(|p| fs::read(p).ok()).collect();
     assert!(real_before == real_after, "the machine's account files are untouched");
     assert_eq!(etc_names("/etc"), etc_before, "no lock or backup files left in /etc");
 }
@@ -214,25 +193,12 @@ fn multicast_announcements_cross_the_bridge() {
     assert!(route.contains("dev eth0"), "multicast route: {route}");
 
     let group = Ipv4Addr::new(224, 0, 0, 44);
-    let listen = b
-        .helper(&Helper::UdpListen {
-            group,
-            port: 1533,
-            timeout: WAIT,
-        })
-        .expect("helper");
+    let listen = b.helper(&Helper::UdpListen { group, port: 1533, timeout: WAIT }).expect("helper");
     let mut listener = b.spawn_command("udp-listen", listen).expect("listener");
-    vigo_testkit::wait_for("listener to join", WAIT, || {
-        helper::reply(&listener.log()) == Some("joined")
-    })
-    .expect("joined");
+    vigo_testkit::wait_for("listener to join", WAIT, || helper::reply(&listener.log()) == Some("joined"))
+        .expect("joined");
     let send = a
-        .helper(&Helper::UdpSend {
-            group,
-            port: 1533,
-            duration: WAIT,
-            payload: "lockbox hello".to_owned(),
-        })
+        .helper(&Helper::UdpSend { group, port: 1533, duration: WAIT, payload: "lockbox hello".to_owned() })
         .expect("helper");
     let _sender = a.spawn_command("udp-send", send).expect("sender");
     let status = listener.wait_timeout(WAIT).expect("listener got a datagram");
@@ -250,12 +216,8 @@ fn drop_removes_processes_namespaces_bridge_and_files() {
     let netns = host.netns().to_owned();
     let host_root = host.root().to_path_buf();
     // A stray process outside any guard, as a daemonizing binary would leave.
-    let mut stray = host
-        .command("sleep", ["600"])
-        .spawn()
-        .expect("stray process");
-    vigo_testkit::wait_for("stray to enter the host", WAIT, || !host.pids().is_empty())
-        .expect("stray running");
+    let mut stray = host.command("sleep", ["600"]).spawn().expect("stray process");
+    vigo_testkit::wait_for("stray to enter the host", WAIT, || !host.pids().is_empty()).expect("stray running");
     assert!(netns_exists(&netns) && link_exists(&bridge) && host_root.is_dir());
 
     drop(host);
@@ -276,8 +238,7 @@ fn drop_cleans_up_when_a_test_panics() {
     let outcome = std::thread::spawn(move || {
         let fleet = Fleet::new("panic").expect("fleet");
         let host = fleet.add_host("doomed").expect("host");
-        tx.send((fleet.bridge().to_owned(), host.netns().to_owned()))
-            .expect("send names");
+        tx.send((fleet.bridge().to_owned(), host.netns().to_owned())).expect("send names");
         panic!("test failure inside a fleet");
     })
     .join();
@@ -290,13 +251,9 @@ fn drop_cleans_up_when_a_test_panics() {
 #[test]
 fn concurrent_fleets_get_distinct_subnets() {
     let fleets: Vec<Fleet> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4)
-            .map(|i| scope.spawn(move || Fleet::new(&format!("concurrent-{i}")).expect("fleet")))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+        let handles: Vec<_> =
+            (0..4).map(|i| scope.spawn(move || Fleet::new(&format!("concurrent-{i}")).expect("fleet"))).collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
     });
     let cidrs: BTreeSet<_> = fleets.iter().map(Fleet::cidr).collect();
     let bridges: BTreeSet<_> = fleets.iter().map(|f| f.bridge().to_owned()).collect();
@@ -316,9 +273,8 @@ fn bad_names_and_duplicates_are_refused() {
     assert!(matches!(dup, Error::DuplicateHost { .. }), "{dup}");
     let bad = fleet.add_host("Not_Valid").expect_err("invalid");
     assert!(matches!(bad, Error::InvalidHostName { .. }), "{bad}");
-    let etc = fleet
-        .add_host_with("b", &HostConfig::default().private_dir("/etc/vigo"))
-        .expect_err("etc is already private");
+    let etc =
+        fleet.add_host_with("b", &HostConfig::default().private_dir("/etc/vigo")).expect_err("etc is already private");
     assert!(etc.to_string().contains("/etc/vigo"), "{etc}");
     // Failed adds leave nothing behind: the next host gets the next address.
     let c = fleet.add_host("c").expect("c");

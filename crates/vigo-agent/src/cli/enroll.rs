@@ -29,7 +29,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let trust = match (args.ca_fingerprint, args.ca_file) {
         (Some(fp), _) => CaTrust::Fingerprint(fp),
-        (None, Some(f)) => CaTrust::Pem(std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?),
+        (None, Some(f)) => {
+            CaTrust::Pem(std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+        }
         (None, None) => anyhow::bail!("give --ca-fingerprint or --ca-file"),
     };
     let name = match args.name {

@@ -72,7 +72,10 @@ fn print_diagnostics(d: &vigo_model::Diagnostics) {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     vigo_pki::install_provider();
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| anyhow::anyhow!("cannot start runtime: {e}"))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start runtime: {e}"))
 }
 
 fn init_logging() {

@@ -1,9 +1,9 @@
 //! `vigo status`: what this envoy enforces, where its policy came from, its last
 //! run, the results waiting to be delivered, and its traits.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::checkin::{load_bundle, RunState};
+use crate::checkin::{RunState, load_bundle};
 use crate::paths::{AgentPaths, AgentSettings};
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     println!("envoy:           {}", s["envoy"].as_str().unwrap_or("-"));
     println!("server:          {} (every {}s)", s["server"].as_str().unwrap_or("-"), s["interval_secs"]);
     match s["policy"]["version"].as_str() {
-        Some(v) => println!("policy:          {v} (from {}, received {})", s["policy"]["source"].as_str().unwrap_or("-"), ago(&s["policy"]["cached_at"])),
+        Some(v) => println!(
+            "policy:          {v} (from {}, received {})",
+            s["policy"]["source"].as_str().unwrap_or("-"),
+            ago(&s["policy"]["cached_at"])
+        ),
         None => println!("policy:          none ({})", s["policy"]["error"].as_str().unwrap_or("not received yet")),
     }
     match s["last_checkin_error"].as_str() {
@@ -69,7 +73,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let n = |k: &str| run["summary"][k].as_u64().unwrap_or(0);
         println!(
             "last run:        {} — {} resources: {} changed, {} failed, {} skipped, {} unchanged",
-            ago(&run["at"]), n("total"), n("changed"), n("failed"), n("skipped"), n("unchanged")
+            ago(&run["at"]),
+            n("total"),
+            n("changed"),
+            n("failed"),
+            n("skipped"),
+            n("unchanged")
         );
     } else {
         println!("last run:        none yet");

@@ -27,7 +27,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let registry = Registry::builtin();
     match args.action {
         None if args.json => {
-            let list: Vec<_> = registry.iter().map(|t| serde_json::json!({"name": t.name(), "summary": t.summary()})).collect();
+            let list: Vec<_> =
+                registry.iter().map(|t| serde_json::json!({"name": t.name(), "summary": t.summary()})).collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
         None => {

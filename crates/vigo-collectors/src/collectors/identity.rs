@@ -35,9 +35,7 @@ impl Collector for Identity {
     fn collect(&self, host: &Host) -> Result<Value, CollectError> {
         let name = hostname(host)?;
         let (short, own_domain) = match name.split_once('.') {
-            Some((short, domain)) if !domain.is_empty() => {
-                (short.to_string(), Some(domain.to_string()))
-            }
+            Some((short, domain)) if !domain.is_empty() => (short.to_string(), Some(domain.to_string())),
             _ => (name.trim_end_matches('.').to_string(), None),
         };
         let domain = match own_domain {
@@ -65,22 +63,17 @@ fn hostname(host: &Host) -> Result<String, CollectError> {
     }
     let configured = host.read_optional(ETC_HOSTNAME)?;
     // hostname(5) allows comments; the name is the first other line.
-    let name = configured.as_deref().and_then(|text| {
-        text.lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty() && !line.starts_with('#'))
-    });
+    let name = configured
+        .as_deref()
+        .and_then(|text| text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#')));
     match name {
         Some(name) => Ok(name.to_string()),
-        None if kernel.is_none() && configured.is_none() => Err(CollectError::NotFound {
-            paths: vec![host.path(KERNEL_HOSTNAME), host.path(ETC_HOSTNAME)],
-        }),
+        None if kernel.is_none() && configured.is_none() => {
+            Err(CollectError::NotFound { paths: vec![host.path(KERNEL_HOSTNAME), host.path(ETC_HOSTNAME)] })
+        }
         None => Err(CollectError::Invalid {
             path: host.path(ETC_HOSTNAME),
-            reason: format!(
-                "no hostname set here nor in {}",
-                host.path(KERNEL_HOSTNAME).display()
-            ),
+            reason: format!("no hostname set here nor in {}", host.path(KERNEL_HOSTNAME).display()),
         }),
     }
 }
@@ -92,24 +85,13 @@ fn meaningful(text: &str) -> Option<&str> {
 }
 
 fn domain_of(host: &Host, short: &str) -> Result<Option<String>, CollectError> {
-    if let Some(domain) = host
-        .read_optional(KERNEL_DOMAINNAME)?
-        .as_deref()
-        .and_then(meaningful)
-    {
+    if let Some(domain) = host.read_optional(KERNEL_DOMAINNAME)?.as_deref().and_then(meaningful) {
         return Ok(Some(domain.to_string()));
     }
-    if let Some(domain) = host
-        .read_optional(HOSTS)?
-        .as_deref()
-        .and_then(|text| domain_from_hosts(text, short))
-    {
+    if let Some(domain) = host.read_optional(HOSTS)?.as_deref().and_then(|text| domain_from_hosts(text, short)) {
         return Ok(Some(domain));
     }
-    Ok(host
-        .read_optional(RESOLV_CONF)?
-        .as_deref()
-        .and_then(domain_from_resolv_conf))
+    Ok(host.read_optional(RESOLV_CONF)?.as_deref().and_then(domain_from_resolv_conf))
 }
 
 /// In `127.0.1.1 web01.example.com web01`, the canonical (first) name extends the
@@ -125,9 +107,7 @@ fn domain_from_hosts(text: &str, short: &str) -> Option<String> {
         let extends = canonical.len() > prefix.len()
             && canonical.is_char_boundary(prefix.len())
             && canonical[..prefix.len()].eq_ignore_ascii_case(&prefix);
-        extends
-            .then(|| canonical[prefix.len()..].trim_end_matches('.').to_string())
-            .filter(|d| !d.is_empty())
+        extends.then(|| canonical[prefix.len()..].trim_end_matches('.').to_string()).filter(|d| !d.is_empty())
     })
 }
 
@@ -136,9 +116,7 @@ fn domain_from_resolv_conf(text: &str) -> Option<String> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            (fields.next()? == "domain")
-                .then(|| fields.next())
-                .flatten()
+            (fields.next()? == "domain").then(|| fields.next()).flatten()
         })
         .next_back()
         .map(|domain| domain.trim_end_matches('.').to_string())
@@ -171,9 +149,7 @@ mod tests {
     const ID: &str = "4c4c4544004d3510804bb4c04f4b4e32";
 
     fn collect(files: &[(&str, &str)]) -> Value {
-        let fx = files
-            .iter()
-            .fold(Fixture::new(), |fx, (rel, text)| fx.file(rel, text));
+        let fx = files.iter().fold(Fixture::new(), |fx, (rel, text)| fx.file(rel, text));
         Identity.collect(&fx.host()).expect("identity traits")
     }
 
@@ -189,30 +165,17 @@ mod tests {
             ),
             (
                 "kernel domain name",
-                &[
-                    (KERNEL_HOSTNAME, "web01\n"),
-                    (KERNEL_DOMAINNAME, "nis.example\n"),
-                    (HOSTS, hosts),
-                ],
+                &[(KERNEL_HOSTNAME, "web01\n"), (KERNEL_DOMAINNAME, "nis.example\n"), (HOSTS, hosts)],
                 json!({"hostname": "web01", "fqdn": "web01.nis.example", "domain": "nis.example"}),
             ),
             (
                 "hosts when the kernel domain is (none)",
-                &[
-                    (KERNEL_HOSTNAME, "web01\n"),
-                    (KERNEL_DOMAINNAME, "(none)\n"),
-                    (HOSTS, hosts),
-                    (RESOLV_CONF, resolv),
-                ],
+                &[(KERNEL_HOSTNAME, "web01\n"), (KERNEL_DOMAINNAME, "(none)\n"), (HOSTS, hosts), (RESOLV_CONF, resolv)],
                 json!({"hostname": "web01", "fqdn": "web01.hosts.example", "domain": "hosts.example"}),
             ),
             (
                 "resolv.conf last",
-                &[
-                    (KERNEL_HOSTNAME, "web01\n"),
-                    (HOSTS, "127.0.0.1 localhost\n"),
-                    (RESOLV_CONF, resolv),
-                ],
+                &[(KERNEL_HOSTNAME, "web01\n"), (HOSTS, "127.0.0.1 localhost\n"), (RESOLV_CONF, resolv)],
                 json!({"hostname": "web01", "fqdn": "web01.resolv.example", "domain": "resolv.example"}),
             ),
             (
@@ -222,10 +185,7 @@ mod tests {
             ),
             (
                 "etc/hostname when the kernel has none",
-                &[
-                    (KERNEL_HOSTNAME, "(none)\n"),
-                    (ETC_HOSTNAME, "# set by installer\n\nbox7\n"),
-                ],
+                &[(KERNEL_HOSTNAME, "(none)\n"), (ETC_HOSTNAME, "# set by installer\n\nbox7\n")],
                 json!({"hostname": "box7", "fqdn": "box7", "domain": null}),
             ),
             (
@@ -248,36 +208,20 @@ mod tests {
             ("10.0.0.5 web01\n", None),
             ("10.0.0.5 web012.example.com web012\n", None),
             ("# 10.0.0.5 web01.commented.example web01\n", None),
-            (
-                "10.0.0.5 WEB01.Example.COM web01 # primary\n",
-                Some("Example.COM"),
-            ),
+            ("10.0.0.5 WEB01.Example.COM web01 # primary\n", Some("Example.COM")),
             ("10.0.0.5 web01.example.com.\n", Some("example.com")),
             ("10.0.0.5 web01.\n", None),
-            (
-                "10.0.0.5\n\n10.0.0.6 web01.second.example\n",
-                Some("second.example"),
-            ),
+            ("10.0.0.5\n\n10.0.0.6 web01.second.example\n", Some("second.example")),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                domain_from_hosts(text, "web01").as_deref(),
-                expected,
-                "hosts {text:?}"
-            );
+            assert_eq!(domain_from_hosts(text, "web01").as_deref(), expected, "hosts {text:?}");
         }
     }
 
     #[test]
     fn resolv_conf_uses_the_last_domain_line() {
-        assert_eq!(
-            domain_from_resolv_conf("domain a.example\ndomain b.example.\n").as_deref(),
-            Some("b.example")
-        );
-        assert_eq!(
-            domain_from_resolv_conf("search a.example\n").as_deref(),
-            None
-        );
+        assert_eq!(domain_from_resolv_conf("domain a.example\ndomain b.example.\n").as_deref(), Some("b.example"));
+        assert_eq!(domain_from_resolv_conf("search a.example\n").as_deref(), None);
         assert_eq!(domain_from_resolv_conf("domain\n").as_deref(), None);
     }
 
@@ -285,18 +229,9 @@ mod tests {
     fn machine_id_prefers_systemd_and_rejects_placeholders() {
         let dbus = "0123456789abcdef0123456789ABCDEF";
         let cases: [(Files, Value); 4] = [
+            (&[("etc/machine-id", &format!("{ID}\n")), ("var/lib/dbus/machine-id", dbus)], json!(ID)),
             (
-                &[
-                    ("etc/machine-id", &format!("{ID}\n")),
-                    ("var/lib/dbus/machine-id", dbus),
-                ],
-                json!(ID),
-            ),
-            (
-                &[
-                    ("etc/machine-id", "uninitialized\n"),
-                    ("var/lib/dbus/machine-id", dbus),
-                ],
+                &[("etc/machine-id", "uninitialized\n"), ("var/lib/dbus/machine-id", dbus)],
                 json!("0123456789abcdef0123456789abcdef"),
             ),
             (&[("etc/machine-id", "")], json!(null)),
@@ -312,22 +247,11 @@ mod tests {
     #[test]
     fn no_hostname_source_is_an_error_naming_both() {
         let fx = Fixture::new();
-        let message = Identity
-            .collect(&fx.host())
-            .expect_err("no hostname")
-            .to_string();
-        assert!(
-            message.contains(KERNEL_HOSTNAME) && message.contains(ETC_HOSTNAME),
-            "{message}"
-        );
+        let message = Identity.collect(&fx.host()).expect_err("no hostname").to_string();
+        assert!(message.contains(KERNEL_HOSTNAME) && message.contains(ETC_HOSTNAME), "{message}");
 
-        let fx = Fixture::new()
-            .file(KERNEL_HOSTNAME, "(none)\n")
-            .file(ETC_HOSTNAME, "# empty\n");
-        let message = Identity
-            .collect(&fx.host())
-            .expect_err("no hostname")
-            .to_string();
+        let fx = Fixture::new().file(KERNEL_HOSTNAME, "(none)\n").file(ETC_HOSTNAME, "# empty\n");
+        let message = Identity.collect(&fx.host()).expect_err("no hostname").to_string();
         assert!(message.contains("no hostname set"), "{message}");
     }
 }

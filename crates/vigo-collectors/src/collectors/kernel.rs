@@ -51,9 +51,7 @@ fn arch(host: &Host) -> Result<String, CollectError> {
 /// `6.1.0-18-amd64` → (6, 1); `5.15.153.1-microsoft-standard-WSL2` → (5, 15).
 fn major_minor(release: &str) -> (Option<u64>, Option<u64>) {
     let mut parts = release.split('.').map(|part| {
-        let end = part
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(part.len());
+        let end = part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len());
         part[..end].parse::<u64>().ok()
     });
     let major = parts.next().flatten();
@@ -71,10 +69,7 @@ mod tests {
         Fixture::new()
             .file(OSTYPE, "Linux\n")
             .file(OSRELEASE, &format!("{release}\n"))
-            .file(
-                VERSION,
-                "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)\n",
-            )
+            .file(VERSION, "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)\n")
     }
 
     #[test]
@@ -96,15 +91,9 @@ mod tests {
     #[test]
     fn arch_falls_back_to_the_build_target() {
         let fx = kernel_fixture("5.14.0-362.8.1.el9_3.x86_64");
-        assert_eq!(
-            Kernel.collect(&fx.host()).expect("kernel traits")["arch"],
-            std::env::consts::ARCH
-        );
+        assert_eq!(Kernel.collect(&fx.host()).expect("kernel traits")["arch"], std::env::consts::ARCH);
         let fx = fx.file(ARCH, "\n");
-        assert_eq!(
-            Kernel.collect(&fx.host()).expect("kernel traits")["arch"],
-            std::env::consts::ARCH
-        );
+        assert_eq!(Kernel.collect(&fx.host()).expect("kernel traits")["arch"], std::env::consts::ARCH);
     }
 
     #[test]
@@ -127,9 +116,6 @@ mod tests {
     fn a_missing_file_is_an_error_naming_it() {
         let fx = Fixture::new().file(OSTYPE, "Linux\n").file(VERSION, "#1\n");
         let err = Kernel.collect(&fx.host()).expect_err("no osrelease");
-        assert!(
-            err.to_string().contains("proc/sys/kernel/osrelease"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("proc/sys/kernel/osrelease"), "{err}");
     }
 }

@@ -20,36 +20,10 @@ const SOURCES: &[&str] = &["etc/os-release", "usr/lib/os-release"];
 /// their `ID_LIKE`, so the table only needs the ancestors and common IDs.
 const FAMILIES: &[(&str, &[&str])] = &[
     ("alpine", &["alpine", "postmarketos"]),
-    (
-        "arch",
-        &["arch", "archarm", "artix", "endeavouros", "manjaro"],
-    ),
-    (
-        "debian",
-        &[
-            "debian",
-            "devuan",
-            "kali",
-            "linuxmint",
-            "pop",
-            "raspbian",
-            "ubuntu",
-        ],
-    ),
+    ("arch", &["arch", "archarm", "artix", "endeavouros", "manjaro"]),
+    ("debian", &["debian", "devuan", "kali", "linuxmint", "pop", "raspbian", "ubuntu"]),
     ("gentoo", &["funtoo", "gentoo"]),
-    (
-        "redhat",
-        &[
-            "almalinux",
-            "amzn",
-            "centos",
-            "fedora",
-            "ol",
-            "rhel",
-            "rocky",
-            "scientific",
-        ],
-    ),
+    ("redhat", &["almalinux", "amzn", "centos", "fedora", "ol", "rhel", "rocky", "scientific"]),
     ("suse", &["sled", "sles", "suse"]),
 ];
 
@@ -74,17 +48,10 @@ impl Collector for Os {
 }
 
 fn describe(fields: &BTreeMap<String, String>) -> Value {
-    let get = |key: &str| {
-        fields
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
+    let get = |key: &str| fields.get(key).map(String::as_str).filter(|v| !v.is_empty());
     // os-release(5) gives these defaults for a file that omits them.
     let id = get("ID").unwrap_or("linux");
-    let id_like: Vec<&str> = get("ID_LIKE")
-        .map(|v| v.split_whitespace().collect())
-        .unwrap_or_default();
+    let id_like: Vec<&str> = get("ID_LIKE").map(|v| v.split_whitespace().collect()).unwrap_or_default();
     let version = get("VERSION_ID");
     let codename = get("VERSION_CODENAME")
         .or_else(|| get("UBUNTU_CODENAME"))
@@ -104,11 +71,7 @@ fn describe(fields: &BTreeMap<String, String>) -> Value {
 
 /// The first of the ID and then the ID_LIKE entries that names a known family.
 fn family(id: &str, id_like: &[&str]) -> String {
-    std::iter::once(id)
-        .chain(id_like.iter().copied())
-        .find_map(known_family)
-        .unwrap_or(id)
-        .to_string()
+    std::iter::once(id).chain(id_like.iter().copied()).find_map(known_family).unwrap_or(id).to_string()
 }
 
 fn known_family(id: &str) -> Option<&'static str> {
@@ -116,10 +79,7 @@ fn known_family(id: &str) -> Option<&'static str> {
     if id.starts_with("opensuse") {
         return Some("suse");
     }
-    FAMILIES
-        .iter()
-        .find(|(_, ids)| ids.contains(&id))
-        .map(|(family, _)| *family)
+    FAMILIES.iter().find(|(_, ids)| ids.contains(&id)).map(|(family, _)| *family)
 }
 
 /// `12 (bookworm)` → `bookworm`; `14.04.6 LTS, Trusty Tahr` → `Trusty Tahr`.
@@ -134,9 +94,7 @@ fn codename_from_version(version: &str) -> Option<String> {
 
 /// `22.04` → 22; `rolling` → none.
 fn leading_number(version: &str) -> Option<u64> {
-    let digits: &str = &version[..version
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(version.len())];
+    let digits: &str = &version[..version.find(|c: char| !c.is_ascii_digit()).unwrap_or(version.len())];
     digits.parse().ok()
 }
 
@@ -164,9 +122,7 @@ pub(crate) fn parse_os_release(text: &str) -> (BTreeMap<String, String>, u64) {
 fn parse_assignment(line: &str) -> Option<(&str, String)> {
     let (key, raw) = line.split_once('=')?;
     let mut chars = key.chars();
-    let valid_start = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return None;
     }
@@ -249,9 +205,7 @@ ANSI_COLOR="0;32"
         PRETTY_NAME=\"Alpine Linux v3.19\"\nHOME_URL=\"https://alpinelinux.org/\"\n";
 
     fn collect(files: &[(&str, &str)]) -> Value {
-        let fx = files
-            .iter()
-            .fold(Fixture::new(), |fx, (rel, text)| fx.file(rel, text));
+        let fx = files.iter().fold(Fixture::new(), |fx, (rel, text)| fx.file(rel, text));
         Os.collect(&fx.host()).expect("os traits")
     }
 
@@ -281,11 +235,7 @@ ANSI_COLOR="0;32"
             ),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                collect(&[("etc/os-release", text)]),
-                expected,
-                "for:\n{text}"
-            );
+            assert_eq!(collect(&[("etc/os-release", text)]), expected, "for:\n{text}");
         }
     }
 
@@ -309,10 +259,7 @@ ANSI_COLOR="0;32"
     fn usr_lib_os_release_is_the_fallback_and_etc_wins() {
         let only_usr = collect(&[("usr/lib/os-release", ALPINE_319)]);
         assert_eq!(only_usr["name"], "alpine");
-        let both = collect(&[
-            ("usr/lib/os-release", ALPINE_319),
-            ("etc/os-release", DEBIAN_12),
-        ]);
+        let both = collect(&[("usr/lib/os-release", ALPINE_319), ("etc/os-release", DEBIAN_12)]);
         assert_eq!(both["name"], "debian");
     }
 
@@ -321,10 +268,7 @@ ANSI_COLOR="0;32"
         let fx = Fixture::new();
         let err = Os.collect(&fx.host()).expect_err("no os-release");
         let message = err.to_string();
-        assert!(
-            message.contains("etc/os-release") && message.contains("usr/lib/os-release"),
-            "{message}"
-        );
+        assert!(message.contains("etc/os-release") && message.contains("usr/lib/os-release"), "{message}");
     }
 
     #[test]
@@ -341,23 +285,13 @@ ANSI_COLOR="0;32"
     fn codename_falls_back_to_the_version_text() {
         let cases = [
             ("ID=debian\nVERSION=\"12 (bookworm)\"\n", json!("bookworm")),
-            (
-                "ID=ubuntu\nVERSION=\"14.04.6 LTS, Trusty Tahr\"\n",
-                json!("Trusty Tahr"),
-            ),
-            (
-                "ID=ubuntu\nVERSION=\"20.04 LTS\"\nUBUNTU_CODENAME=focal\n",
-                json!("focal"),
-            ),
+            ("ID=ubuntu\nVERSION=\"14.04.6 LTS, Trusty Tahr\"\n", json!("Trusty Tahr")),
+            ("ID=ubuntu\nVERSION=\"20.04 LTS\"\nUBUNTU_CODENAME=focal\n", json!("focal")),
             ("ID=arch\nBUILD_ID=rolling\n", json!(null)),
             ("ID=x\nVERSION=\"1 ()\"\n", json!(null)),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                collect(&[("etc/os-release", text)])["codename"],
-                expected,
-                "for:\n{text}"
-            );
+            assert_eq!(collect(&[("etc/os-release", text)])["codename"], expected, "for:\n{text}");
         }
     }
 
@@ -383,11 +317,7 @@ ANSI_COLOR="0;32"
         ];
         for (line, expected) in cases {
             let (fields, malformed) = parse_os_release(line);
-            assert_eq!(
-                fields.get("A").map(String::as_str),
-                expected,
-                "line {line:?}"
-            );
+            assert_eq!(fields.get("A").map(String::as_str), expected, "line {line:?}");
             assert_eq!(malformed, u64::from(expected.is_none()), "line {line:?}");
         }
     }

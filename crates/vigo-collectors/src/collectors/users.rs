@@ -60,9 +60,7 @@ impl Collector for Users {
         let humans: Vec<&Account> = accounts
             .iter()
             .filter(|a| {
-                range.contains(&a.uid)
-                    && has_real_home(host, &a.home)
-                    && is_login_shell(&a.shell, shells.as_deref())
+                range.contains(&a.uid) && has_real_home(host, &a.home) && is_login_shell(&a.shell, shells.as_deref())
             })
             .collect();
         let mut traits = json!({
@@ -114,10 +112,7 @@ impl Group {
 
 /// Lines that are not entries of this file: blank, comments, NIS compat markers.
 fn is_ignorable(line: &str) -> bool {
-    line.trim().is_empty()
-        || line.starts_with('#')
-        || line.starts_with('+')
-        || line.starts_with('-')
+    line.trim().is_empty() || line.starts_with('#') || line.starts_with('+') || line.starts_with('-')
 }
 
 /// passwd(5): `name:password:uid:gid:gecos:home:shell`.
@@ -179,12 +174,7 @@ fn parse_group_line(line: &str) -> Option<Group> {
     Some(Group {
         name: name.to_string(),
         gid: gid.parse().ok()?,
-        members: members
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
-            .collect(),
+        members: members.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_string).collect(),
     })
 }
 
@@ -209,11 +199,7 @@ fn uid_range(text: &str) -> (std::ops::RangeInclusive<u32>, u64) {
 }
 
 fn listed_shells(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_string)
-        .collect()
+    text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(str::to_string).collect()
 }
 
 /// A home that is a placeholder, relative, or absent under the root belongs to
@@ -251,8 +237,7 @@ svc:x:1002:1002:service account:/srv/svc:/usr/sbin/nologin
 ghost:x:1003:1003::/home/ghost:/bin/bash
 ";
 
-    const SHELLS_DEBIAN: &str =
-        "# /etc/shells: valid login shells\n/bin/sh\n/bin/bash\n/usr/bin/bash\n/usr/bin/zsh\n";
+    const SHELLS_DEBIAN: &str = "# /etc/shells: valid login shells\n/bin/sh\n/bin/bash\n/usr/bin/bash\n/usr/bin/zsh\n";
 
     fn debian() -> Fixture {
         Fixture::new()
@@ -347,39 +332,23 @@ ghost:x:1003:1003::/home/ghost:/bin/bash
                       \n\
                       alice:x:1000:1000::/home/alice:/bin/bash\n";
         let group = "root:x:0:\nsudo:x:27:alice, bob\nbroken:x:notanumber:\nshort\n";
-        let fx = Fixture::new()
-            .file(PASSWD, passwd)
-            .file(GROUP, group)
-            .file(LOGIN_DEFS, "UID_MIN lots\n")
-            .dir("home/alice");
+        let fx =
+            Fixture::new().file(PASSWD, passwd).file(GROUP, group).file(LOGIN_DEFS, "UID_MIN lots\n").dir("home/alice");
         let traits = Users.collect(&fx.host()).expect("users traits");
-        let names: Vec<&str> = traits["accounts"]
-            .as_array()
-            .expect("list")
-            .iter()
-            .filter_map(|a| a["name"].as_str())
-            .collect();
+        let names: Vec<&str> =
+            traits["accounts"].as_array().expect("list").iter().filter_map(|a| a["name"].as_str()).collect();
         assert_eq!(names, ["root", "alice"]);
-        assert_eq!(
-            traits["human"],
-            json!(["alice"]),
-            "an unparsable UID_MIN keeps the default"
-        );
+        assert_eq!(traits["human"], json!(["alice"]), "an unparsable UID_MIN keeps the default");
         assert_eq!(
             traits["groups"],
             json!([{"name": "root", "gid": 0, "members": []}, {"name": "sudo", "gid": 27, "members": ["alice", "bob"]}])
         );
-        assert_eq!(
-            traits["malformed_lines"],
-            json!({"etc/passwd": 3, "etc/group": 2, "etc/login.defs": 1})
-        );
+        assert_eq!(traits["malformed_lines"], json!({"etc/passwd": 3, "etc/group": 2, "etc/login.defs": 1}));
     }
 
     #[test]
     fn missing_passwd_is_an_error_naming_it() {
-        let err = Users
-            .collect(&Fixture::new().host())
-            .expect_err("no passwd");
+        let err = Users.collect(&Fixture::new().host()).expect_err("no passwd");
         assert!(err.to_string().contains("etc/passwd"), "{err}");
     }
 }

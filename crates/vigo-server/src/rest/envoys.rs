@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use crate::convergence::{state_of, ConvergenceState};
+use crate::convergence::{ConvergenceState, state_of};
 use crate::fleet::Envoy;
 use crate::server::Server;
 

@@ -372,7 +372,8 @@ pub async fn reports_are_stored_once(store: Store) {
     assert!(store.reports("nope").await.expect("list").is_empty());
 
     // A report that is not JSON fails the whole batch.
-    let bad = WriteOp::Reports { envoy: "web-1".into(), at: NOW, reports: vec![(9, "{}".into()), (10, "not json".into())] };
+    let bad =
+        WriteOp::Reports { envoy: "web-1".into(), at: NOW, reports: vec![(9, "{}".into()), (10, "not json".into())] };
     store.apply_batch(&[bad]).await.expect_err("not json");
     assert_eq!(store.reports("web-1").await.expect("list").len(), 4, "nothing of a failed batch stays");
 
