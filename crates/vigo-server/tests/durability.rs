@@ -8,82 +8,40 @@ use std::time::Duration;
 mod common;
 
 use common::{MOTD, bin, stderr};
-use vigo_testkit::{Fleet, Host, Process};
+use vigo_testkit::Host;
 
 const MANAGED: &str = "managed by vigo\n";
-const STATE_DIR: &str = "/var/lib/vigo/server";
+use common::STATE_DIR;
 
 /// A running server with one enrolled agent that has converged once.
 struct World {
-    _fleet: Fleet,
-    server: Host,
-    srv: Option<Process>,
-    config: tempfile::TempDir,
+    w: common::World,
     agent: Host,
+}
+
+impl std::ops::Deref for World {
+    type Target = common::World;
+    fn deref(&self) -> &common::World {
+        &self.w
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut common::World {
+        &mut self.w
+    }
 }
 
 impl World {
     fn new(label: &str) -> Self {
-        let fleet = Fleet::new(label).expect("fleet");
-        let server = fleet.add_host("server").expect("server host");
-        let config = common::config_dir();
-        let ip = server.ip().to_string();
-        let out =
-            server.run_ok(bin("vigosrv"), ["init", "--state-dir", STATE_DIR, "--san", &ip]).expect("vigosrv init");
-        let fingerprint = out
-            .lines()
-            .find_map(|l| l.strip_prefix("CA fingerprint (SHA-256): "))
-            .expect("fingerprint printed")
-            .to_string();
-        let agent = fleet.add_host("web-1").expect("agent host");
-        let mut w = World { _fleet: fleet, server, srv: None, config, agent };
-        w.start();
-        let token: serde_json::Value =
-            serde_json::from_str(&w.cli_ok(&["token", "create", "--hosts", "web-1", "--json"])).expect("token json");
-        let token = token["token"].as_str().expect("token").to_string();
-        let enroll = w
-            .agent
-            .run(bin("vigo"), ["enroll", "--server", &ip, "--token", &token, "--ca-fingerprint", &fingerprint])
-            .expect("run vigo enroll");
-        assert!(enroll.status.success(), "enroll: {}", stderr(&enroll));
+        let w = common::World::new(label);
+        let agent = w.enrolled_agent("web-1");
+        let w = World { w, agent };
         w.cli_ok(&["publish", "-m", "test"]);
         let first = w.run_once();
         assert!(first.status.success(), "first run: {}", stderr(&first));
         assert_eq!(w.motd(), MANAGED);
         w
-    }
-
-    fn start(&mut self) {
-        let config = self.config.path().display().to_string();
-        let p = self
-            .server
-            .spawn(bin("vigosrv"), ["--state-dir", STATE_DIR, "--config-dir", &config])
-            .expect("start vigosrv");
-        self.srv = Some(p);
-        self.server.wait_tcp(8443, Duration::from_secs(30)).expect("API up");
-        self.server.wait_tcp(1530, Duration::from_secs(30)).expect("gRPC up");
-    }
-
-    fn stop(&mut self) {
-        if let Some(p) = self.srv.take() {
-            p.stop().expect("stop vigosrv");
-        }
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let state = self.server.path(STATE_DIR);
-        let out = std::process::Command::new(bin("vigocli"))
-            .arg("--server")
-            .arg(format!("https://{}:8443", self.server.ip()))
-            .arg("--ca")
-            .arg(state.join("ca/ca.pem"))
-            .arg("--token-file")
-            .arg(state.join("admin.token"))
-            .args(args)
-            .output()
-            .expect("run vigocli");
-        assert!(out.status.success(), "vigocli {args:?}: {}", stderr(&out));
-        String::from_utf8(out.stdout).expect("utf8")
     }
 
     fn run_once(&self) -> Output {
