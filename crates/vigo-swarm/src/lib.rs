@@ -6,12 +6,31 @@
 //! a valid order.
 //!
 //! - [`order`]: transfer orders, signed with the server's key;
-//! - [`sync`]: the `vigosync` trait as envoys report it.
+//! - [`sync`]: the `vigosync` trait as envoys report it;
+//! - [`scan`]: the scanner that builds that trait from users' `~/vigosync/`;
+//! - [`hash`]: SHA-256 per file version, cached across scans and fetches;
+//! - [`peer`]: the peer server, serving [`source`]s to the envoys orders name;
+//! - [`fetch`]: the receiving side, writing into `~/vigosync/` safely;
+//! - [`accounts`], [`syncdir`]: whose directory it is, and opening it safely;
+//! - [`tls`]: the peer port's mutual-TLS configurations.
+//!
+//! Wiring in an agent: one [`hash::HashCache`] shared by a [`scan::Scanner`]
+//! (each check-in), a [`source::VigosyncSource`] in the [`peer::PeerState`] of a
+//! [`peer::PeerServer`] on [`SWARM_PORT`], and a [`fetch::Fetcher`] for the
+//! orders a check-in returns.
 
 #![deny(unsafe_code)]
 
+pub mod accounts;
+pub mod fetch;
+pub mod hash;
 pub mod order;
+pub mod peer;
+pub mod scan;
+pub mod source;
 pub mod sync;
+pub mod syncdir;
+pub mod tls;
 
 /// The swarm peer port.
 pub const SWARM_PORT: u16 = 1531;

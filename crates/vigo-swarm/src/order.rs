@@ -129,7 +129,7 @@ mod tests {
         assert!(matches!(signed.verify(&key.public_key(), 2_001), Err(OrderError::Expired { .. })));
         assert!(matches!(signed.verify(&other.public_key(), 1_000), Err(OrderError::Signature(_))));
         let mut tampered = signed.clone();
-        tampered.payload = String::from_utf8(tampered.payload).unwrap().replace("h2", "h3").into_bytes();
+        tampered.payload = String::from_utf8(tampered.payload).expect("JSON is UTF-8").replace("h2", "h3").into_bytes();
         assert!(matches!(tampered.verify(&key.public_key(), 1_000), Err(OrderError::Signature(_))));
         // A bundle signature over the same bytes is not an order signature.
         let bundle_sig =
