@@ -8,8 +8,6 @@
 //! past its `expires_at` is not used offline. Each pass's report goes to the durable
 //! [`Queue`] and leaves it only once the server acknowledges storing it.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -23,6 +21,8 @@ use crate::paths::{AgentPaths, AgentSettings};
 use crate::queue::{BATCH, Queue};
 use crate::report::Report;
 use crate::runner::Runner;
+use vigo_swarm::order::SignedOrder;
+use vigo_swarm::scan::Scanner;
 
 /// Check-ins one cycle makes at most to drain a backlog of queued reports.
 const MAX_DRAIN_ROUNDS: usize = 20;
@@ -72,21 +72,42 @@ impl RunState {
 /// What one cycle did.
 pub struct Cycle {
     pub checked_in: Result<(), String>,
+    /// `None` when no pass ran (no usable bundle, or an early check-in without a new policy).
     pub report: Option<Report>,
     pub interval_secs: u32,
+    /// Transfers the server ordered to this envoy.
+    pub orders: Vec<SignedOrder>,
+    /// The vigosync scan this check-in reported.
+    pub scan: crate::sync::Scan,
 }
 
-/// One check-in followed by a convergence pass.
-pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
+/// Why a cycle runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The interval elapsed (or `vigo run --once`): check in, then a full convergence pass.
+    Interval,
+    /// Something changed (a vigosync file, a push from the server): check in at once;
+    /// converge only if the check-in brought a new policy.
+    Early,
+}
+
+/// One check-in followed by a convergence pass (see [`Trigger`]).
+pub async fn cycle(paths: &AgentPaths, scanner: &mut Scanner, trigger: Trigger) -> anyhow::Result<Cycle> {
     let mut settings = AgentSettings::load(paths)?;
     let mut state = RunState::load(paths);
     // Held for the whole cycle: one convergence pass at a time on this machine.
     let queue = Queue::open(paths)?;
     queue.adopt_legacy(state.report_seq, state.pending_report.take())?;
-    let traits = crate::cli::traits::collect_all();
+    let mut traits = crate::cli::traits::collect_all();
+    let scan = crate::sync::scan(paths, scanner, &traits);
+    if let Some(map) = traits.as_object_mut() {
+        map.insert(vigo_swarm::sync::TRAIT.to_string(), serde_json::to_value(&scan.result.trait_)?);
+    }
     let traits_json = serde_json::to_vec(&traits)?;
     let digest: String = Sha256::digest(&traits_json).iter().map(|b| format!("{b:02x}")).collect();
     let mut checked_in = Ok(());
+    let mut orders = Vec::new();
+    let mut new_policy = false;
     for _ in 0..MAX_DRAIN_ROUNDS {
         let cached = load_bundle(paths).ok();
         match check_in(paths, &settings, &mut state, &queue, &traits_json, &digest, cached.as_ref()).await {
@@ -95,6 +116,8 @@ pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
                     settings.interval_secs = reply.interval;
                     settings.save(paths)?;
                 }
+                new_policy |= reply.new_policy;
+                orders = reply.orders;
                 if reply.more_queued {
                     continue;
                 }
@@ -106,10 +129,12 @@ pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
         }
         break;
     }
+    let converge_now = trigger == Trigger::Interval || new_policy;
     let report = match usable_bundle(paths, checked_in.is_ok(), now()) {
+        Ok(_) if !converge_now => None,
         Ok(bundle) => {
             state.last_policy = Some(bundle.version.clone());
-            Some(converge(&bundle, &traits).unwrap_or_else(|e| {
+            Some(converge(paths, &bundle, &traits).unwrap_or_else(|e| {
                 tracing::error!(error = %format!("{e:#}"), "convergence pass could not run");
                 Report::failed(Mode::Enforce, format!("{e:#}"))
             }))
@@ -124,10 +149,12 @@ pub async fn cycle(paths: &AgentPaths) -> anyhow::Result<Cycle> {
         state.last_summary = Some(r.summary.clone());
         state.last_run_error = r.error.clone();
     }
-    state.last_cycle = Some(now());
+    if converge_now {
+        state.last_cycle = Some(now());
+    }
     state.last_checkin_error = checked_in.as_ref().err().cloned();
     state.save(paths)?;
-    Ok(Cycle { checked_in, report, interval_secs: settings.interval_secs })
+    Ok(Cycle { checked_in, report, interval_secs: settings.interval_secs, orders, scan })
 }
 
 /// What a successful check-in told the agent.
@@ -135,6 +162,9 @@ struct Reply {
     interval: u32,
     /// A full batch was acknowledged and more reports wait: check in again now.
     more_queued: bool,
+    /// A new bundle was accepted.
+    new_policy: bool,
+    orders: Vec<SignedOrder>,
 }
 
 async fn check_in(
@@ -146,11 +176,7 @@ async fn check_in(
     digest: &str,
     cached: Option<&CachedBundle>,
 ) -> anyhow::Result<Reply> {
-    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
-    let (ca, cert) = (read(paths.ca())?, read(paths.tls_cert())?);
-    let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
-    let signing = SigningKey::load(&paths.signing_key())?;
-    let tls = vigo_pki::client_config(&ca, Some((&cert, &key)))?;
+    let (tls, signing) = credentials(paths)?;
     let queued = queue.oldest(BATCH)?;
     let sent_up_to = queued.last().map_or(0, |e| e.seq);
     let body = CheckInBody {
@@ -177,6 +203,9 @@ async fn check_in(
     // Never forget more than was sent, whatever the server claims.
     let acked = reply.acked_seq.min(sent_up_to);
     queue.ack(acked)?;
+    let orders =
+        reply.transfer_orders.into_iter().map(|o| SignedOrder { payload: o.payload, signature: o.signature }).collect();
+    let new_policy = matches!(reply.policy, Some(check_in_response::Policy::Bundle(_)));
     if let Some(check_in_response::Policy::Bundle(b)) = reply.policy {
         let offered = CachedBundle {
             version: b.version,
@@ -186,7 +215,16 @@ async fn check_in(
         accept_bundle(paths, cached, &offered)?;
     }
     let more_queued = queued.len() == BATCH && acked == sent_up_to && !queue.is_empty()?;
-    Ok(Reply { interval: reply.interval_secs, more_queued })
+    Ok(Reply { interval: reply.interval_secs, more_queued, new_policy, orders })
+}
+
+/// The TLS client config (fleet CA, envoy certificate) and the request-signing key.
+pub fn credentials(paths: &AgentPaths) -> anyhow::Result<(rustls::ClientConfig, SigningKey)> {
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let (ca, cert) = (read(paths.ca())?, read(paths.tls_cert())?);
+    let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
+    let signing = SigningKey::load(&paths.signing_key())?;
+    Ok((vigo_pki::client_config(&ca, Some((&cert, &key)))?, signing))
 }
 
 /// Verifies a bundle the server sent and caches it, unless it comes from an older
@@ -283,10 +321,12 @@ struct ModuleFile {
     text: String,
 }
 
-/// Runs a full convergence pass from a verified bundle.
-fn converge(bundle: &CachedBundle, traits: &serde_json::Value) -> anyhow::Result<Report> {
+/// Runs a full convergence pass from a verified bundle; the report never holds a
+/// secret value the bundle carried.
+fn converge(paths: &AgentPaths, bundle: &CachedBundle, traits: &serde_json::Value) -> anyhow::Result<Report> {
     let payload = base64::engine::general_purpose::STANDARD.decode(&bundle.payload)?;
     let p: Payload = serde_json::from_slice(&payload)?;
+    let secrets = crate::load::RunSecrets::from_payload(paths, &payload);
     let sources = vigo_model::source::Sources {
         root: std::path::PathBuf::new(),
         modules: p.modules.into_iter().map(|m| (m.file.into(), m.text)).collect(),
@@ -295,47 +335,10 @@ fn converge(bundle: &CachedBundle, traits: &serde_json::Value) -> anyhow::Result
     let registry = Registry::builtin();
     let (config, plan) = vigo_model::validate::compile(&sources, &registry)
         .map_err(|d| anyhow::anyhow!("policy {} does not validate here:\n{d}", bundle.version))?;
-    Ok(Runner { registry: &registry, traits, mode: Mode::Enforce }.run(&config, &plan))
-}
-
-/// Check in and converge every interval (plus up to 10% splay), until stopped.
-pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
-    loop {
-        let interval = match cycle(paths).await {
-            Ok(c) => {
-                if let Some(r) = &c.report {
-                    tracing::info!(changed = r.summary.changed, failed = r.summary.failed, "convergence pass done");
-                }
-                c.interval_secs
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cycle failed");
-                AgentSettings::load(paths).map(|s| s.interval_secs).unwrap_or(60)
-            }
-        };
-        let splay = rand_splay(interval);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(u64::from(interval)) + splay) => {}
-            _ = terminate() => return Ok(()),
-        }
-    }
-}
-
-fn rand_splay(interval: u32) -> Duration {
-    let max_ms = u64::from(interval) * 100;
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    Duration::from_millis(u64::from(nanos) % max_ms.max(1))
-}
-
-async fn terminate() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut s) => {
-            tokio::select! { _ = s.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-        }
-        Err(_) => std::future::pending().await,
-    }
+    let mut report =
+        Runner { registry: &registry, traits, mode: Mode::Enforce }.run_with_secrets(&config, &plan, &secrets);
+    report.scrub(&secrets.scrubber());
+    Ok(report)
 }
 
 pub fn now() -> i64 {

@@ -9,7 +9,26 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use vigo_proto::agent_client::AgentClient;
 
 /// Connects to `host:port` with `tls`; the server certificate must name `host`.
+/// Each call must complete within a minute.
 pub async fn connect(host: &str, port: u16, tls: rustls::ClientConfig) -> anyhow::Result<AgentClient<Channel>> {
+    open(host, port, tls, Some(std::time::Duration::from_secs(60))).await
+}
+
+/// Like [`connect`], without a per-call deadline: for the long-lived event stream.
+pub async fn connect_streaming(
+    host: &str,
+    port: u16,
+    tls: rustls::ClientConfig,
+) -> anyhow::Result<AgentClient<Channel>> {
+    open(host, port, tls, None).await
+}
+
+async fn open(
+    host: &str,
+    port: u16,
+    tls: rustls::ClientConfig,
+    deadline: Option<std::time::Duration>,
+) -> anyhow::Result<AgentClient<Channel>> {
     let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| anyhow::anyhow!("server name `{host}`: {e}"))?;
     let connector = TlsConnector::from(Arc::new(tls));
@@ -26,9 +45,12 @@ pub async fn connect(host: &str, port: u16, tls: rustls::ClientConfig) -> anyhow
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    let channel = Endpoint::from_shared(format!("http://{shown}"))?
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(60))
+    let mut endpoint =
+        Endpoint::from_shared(format!("http://{shown}"))?.connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(d) = deadline {
+        endpoint = endpoint.timeout(d);
+    }
+    let channel = endpoint
         .connect_with_connector(service)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {shown}: {}", error_chain(&e)))?;

@@ -1,11 +1,12 @@
 //! Enrollment: trade a one-time token for a certificate from the fleet CA.
 //!
-//! The agent makes its TLS key and CSR and its ED25519 request-signing key,
-//! connects trusting only the pinned CA (by fingerprint or file), and stores what
-//! the server returns. Keys never leave the machine.
+//! The agent makes its TLS key and CSR, its ED25519 request-signing key and its
+//! age X25519 identity (the server seals secrets to its recipient), connects
+//! trusting only the pinned CA (by fingerprint or file), and stores what the
+//! server returns. Private keys never leave the machine.
 
 use base64::Engine as _;
-use vigo_pki::{EnvoyTlsKey, SigningKey};
+use vigo_pki::{AgeIdentity, EnvoyTlsKey, SigningKey};
 use vigo_proto::EnrollRequest;
 
 use crate::files::write_atomic;
@@ -32,6 +33,7 @@ pub async fn enroll(paths: &AgentPaths, args: EnrollArgs) -> anyhow::Result<Stri
     }
     let tls_key = EnvoyTlsKey::generate()?;
     let signing = SigningKey::generate();
+    let age = AgeIdentity::generate();
     let csr = tls_key.csr(&args.name)?;
     let (config, pinned) = match &args.trust {
         CaTrust::Fingerprint(fp) => {
@@ -48,6 +50,7 @@ pub async fn enroll(paths: &AgentPaths, args: EnrollArgs) -> anyhow::Result<Stri
         hostname: args.name.clone(),
         csr_pem: csr,
         signing_public_key: signing.public_key().as_bytes().to_vec(),
+        age_recipient: age.recipient(),
     };
     let reply = client
         .enroll(request)
@@ -63,6 +66,7 @@ pub async fn enroll(paths: &AgentPaths, args: EnrollArgs) -> anyhow::Result<Stri
     std::fs::create_dir_all(&paths.state).map_err(|e| anyhow::anyhow!("{}: {e}", paths.state.display()))?;
     tls_key.save(&paths.tls_key())?;
     signing.save(&paths.signing_key())?;
+    age.save(&paths.age_key())?;
     write_atomic(&paths.ca(), reply.ca_pem.as_bytes(), 0o644)?;
     let bundle_pub = base64::engine::general_purpose::STANDARD.encode(&reply.bundle_public_key);
     write_atomic(&paths.bundle_pub(), bundle_pub.as_bytes(), 0o644)?;

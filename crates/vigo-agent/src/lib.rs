@@ -6,6 +6,7 @@
 pub mod checkin;
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod enroll;
 pub mod files;
 pub mod load;
@@ -14,3 +15,5 @@ pub mod paths;
 pub mod queue;
 pub mod report;
 pub mod runner;
+pub mod sync;
+pub mod watch;

@@ -33,6 +33,10 @@ impl AgentPaths {
     pub fn signing_key(&self) -> PathBuf {
         self.state.join("signing.key")
     }
+    /// The age X25519 identity secrets in bundles are sealed to (0600).
+    pub fn age_key(&self) -> PathBuf {
+        self.state.join("age.key")
+    }
     pub fn bundle_pub(&self) -> PathBuf {
         self.state.join("bundle.pub")
     }

@@ -1,7 +1,11 @@
-//! Run reports: what happened to each resource, as data.
+//! Run reports: what happened to each resource, as data, and the [`Scrubber`] that
+//! keeps secret values out of them.
 
+use base64::Engine as _;
 use serde::Serialize;
+use serde_json::Value;
 use vigo_executors::{Change, Mode};
+use vigo_model::secret::REDACTED;
 
 /// What happened to one resource in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,5 +95,203 @@ impl Report {
         let changes = if self.summary.changed > 0 { 2 } else { 0 };
         let failures = if self.summary.failed > 0 || self.error.is_some() { 4 } else { 0 };
         changes | failures
+    }
+}
+
+impl ResourceReport {
+    /// Hides everything a resource that used secrets could reveal: change values,
+    /// the diff and command output (its error is left to the [`Scrubber`]).
+    pub fn redact(&mut self) {
+        for c in &mut self.changes {
+            for v in [&mut c.from, &mut c.to].into_iter().flatten() {
+                *v = REDACTED.to_string();
+            }
+        }
+        for text in [&mut self.diff, &mut self.output].into_iter().flatten() {
+            *text = REDACTED.to_string();
+        }
+    }
+}
+
+impl Report {
+    /// Replaces every secret value (and its base64 forms) in the report's text.
+    pub fn scrub(&mut self, scrubber: &Scrubber) {
+        if scrubber.is_empty() {
+            return;
+        }
+        let clean = |t: &mut String| *t = scrubber.scrub(t);
+        if let Some(e) = &mut self.error {
+            clean(e);
+        }
+        for r in &mut self.resources {
+            for c in &mut r.changes {
+                for v in [&mut c.from, &mut c.to].into_iter().flatten() {
+                    clean(v);
+                }
+            }
+            for t in [&mut r.diff, &mut r.error, &mut r.reason, &mut r.output].into_iter().flatten() {
+                clean(t);
+            }
+        }
+    }
+}
+
+/// Belt and braces for everything the agent reports or prints: every secret value of a
+/// run, as text and as base64 (standard and URL-safe, with and without padding),
+/// becomes `[redacted]`.
+#[derive(Debug, Clone, Default)]
+pub struct Scrubber {
+    /// Longest first, so a value wins over a shorter one inside it.
+    needles: Vec<String>,
+}
+
+impl Scrubber {
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let mut needles = Vec::new();
+        for v in values.into_iter().filter(|v| !v.is_empty()) {
+            needles.push(v.to_string());
+            for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                needles.push(engine.encode(v));
+            }
+        }
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.dedup();
+        Self { needles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// `text` with every occurrence replaced, in one left-to-right pass (so a
+    /// replacement is never matched again).
+    pub fn scrub(&self, text: &str) -> String {
+        if !self.needles.iter().any(|n| text.contains(n.as_str())) {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        'scan: while let Some(ch) = rest.chars().next() {
+            for n in &self.needles {
+                if let Some(after) = rest.strip_prefix(n.as_str()) {
+                    out.push_str(REDACTED);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+            out.push(ch);
+            rest = &rest[ch.len_utf8()..];
+        }
+        out
+    }
+
+    /// Scrubs every string in a JSON value (object keys included).
+    pub fn scrub_json(&self, value: &mut Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => *s = self.scrub(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            Value::Object(map) => {
+                let taken = std::mem::take(map);
+                for (k, mut v) in taken {
+                    self.scrub_json(&mut v);
+                    map.insert(self.scrub(&k), v);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+
+    #[test]
+    fn scrubs_values_and_their_base64_forms() {
+        // Bytes that make standard and URL-safe base64 differ, and need padding.
+        let secret = "s3??>";
+        let s = Scrubber::new([secret, ""]);
+        let std_b64 = STANDARD.encode(secret);
+        let url_b64 = URL_SAFE.encode(secret);
+        assert!(std_b64.ends_with('=') && std_b64.contains('/'), "{std_b64}");
+        assert_ne!(std_b64, url_b64, "the case covers both alphabets");
+        let cases = [
+            (format!("password is {secret}."), "password is [redacted]."),
+            (format!("b64 {std_b64} end"), "b64 [redacted] end"),
+            (format!("b64 {} end", std_b64.trim_end_matches('=')), "b64 [redacted] end"),
+            (format!("url {url_b64} end"), "url [redacted] end"),
+            (format!("url {} end", URL_SAFE_NO_PAD.encode(secret)), "url [redacted] end"),
+            (format!("{secret}{secret}"), "[redacted][redacted]"),
+            ("nothing here".to_string(), "nothing here"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(s.scrub(&input), want, "{input}");
+        }
+        assert!(Scrubber::new([""]).is_empty());
+    }
+
+    #[test]
+    fn a_replacement_is_never_matched_again() {
+        let s = Scrubber::new(["act", "red"]);
+        assert_eq!(s.scrub("redact"), "[redacted][redacted]");
+        assert_eq!(s.scrub("[redacted]"), "[[redacted][redacted]ed]", "one pass over the input only");
+    }
+
+    #[test]
+    fn scrubs_reports_and_json() {
+        let s = Scrubber::new(["hunter2"]);
+        let mut report = Report::new(
+            Mode::Enforce,
+            vec![ResourceReport {
+                module: "m".into(),
+                name: "r".into(),
+                type_name: "exec".into(),
+                status: Status::Failed,
+                changes: vec![Change::set("line", "old", "pw=hunter2")],
+                diff: Some("+pw=hunter2".into()),
+                error: Some("cannot write hunter2".into()),
+                reason: None,
+                output: Some(STANDARD.encode("hunter2")),
+                duration_ms: 1,
+            }],
+            1,
+        );
+        report.error = Some("run: hunter2".into());
+        report.scrub(&s);
+        let json = serde_json::to_string(&report).expect("json");
+        assert!(!json.contains("hunter2") && !json.contains(&STANDARD.encode("hunter2")), "{json}");
+        assert_eq!(json.matches("[redacted]").count(), 5, "{json}");
+        let mut v = serde_json::json!({"a": ["x hunter2"], "hunter2": {"b": 1}});
+        s.scrub_json(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["x [redacted]"], "[redacted]": {"b": 1}}));
+    }
+
+    #[test]
+    fn redact_hides_values_diffs_and_output() {
+        let mut r = ResourceReport {
+            module: "m".into(),
+            name: "r".into(),
+            type_name: "file".into(),
+            status: Status::Changed,
+            changes: vec![Change::set("mode", "0644", "0600"), Change::new("ensure", None, Some("present".into()))],
+            diff: Some("+x".into()),
+            error: None,
+            reason: None,
+            output: Some("out".into()),
+            duration_ms: 0,
+        };
+        r.redact();
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["changes"][0]["from"], "[redacted]");
+        assert_eq!(json["changes"][1]["to"], "[redacted]");
+        assert!(json["changes"][1].get("from").is_none(), "absent values stay absent");
+        assert_eq!(json["diff"], "[redacted]");
+        assert_eq!(json["output"], "[redacted]");
+        assert_eq!(json["changes"][0]["attribute"], "mode", "attributes stay visible");
     }
 }

@@ -6,14 +6,21 @@
 //! any resource notifying it changed earlier in this run; the plan puts handlers
 //! after all their notifiers, so a handler runs at most once per run. In no-op
 //! mode "changed" means "would change", so a dry run predicts handlers too.
+//!
+//! A resource that uses `secret:` references gets their values filled into a copy
+//! of its fields just before its executor parses them, is marked sensitive, has its
+//! guardrails checked again with the values in place, and has its changes, diff
+//! and output redacted in the report.
 
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use vigo_executors::{Check, Ctx, Mode, Registry};
+use vigo_model::catalog::{Catalog as _, Common};
 use vigo_model::when::{Condition, WhenEnv};
-use vigo_model::{Config, Plan, Resource};
+use vigo_model::{Config, Plan, Resource, guard, secretref};
 
+use crate::load::RunSecrets;
 use crate::report::{Report, ResourceReport, Status};
 
 /// Everything a run needs besides the configuration.
@@ -24,14 +31,25 @@ pub struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Converges `config` in `plan` order and reports every resource.
+    /// Converges a local `config` in `plan` order and reports every resource. A resource
+    /// that uses a secret fails: only the server resolves them.
     pub fn run(&self, config: &Config, plan: &Plan) -> Report {
+        self.run_with_secrets(config, plan, &RunSecrets::local())
+    }
+
+    /// Converges `config` with the secret values of its bundle. The report is not yet
+    /// scrubbed: pass it through `secrets.scrubber()` before it is kept or shown.
+    pub fn run_with_secrets(&self, config: &Config, plan: &Plan, secrets: &RunSecrets) -> Report {
         let started = Instant::now();
-        let resources: Vec<&Resource> = config.resources().collect();
-        let vars: Vec<&Value> = config.modules.iter().flat_map(|m| m.resources.iter().map(move |_| &m.vars)).collect();
+        // Each resource with its module's `vars:`.
+        let resources: Vec<(&Resource, &Value)> =
+            config.modules.iter().flat_map(|m| m.resources.iter().map(move |r| (r, &m.vars))).collect();
         let mut reports: Vec<Option<ResourceReport>> = vec![None; resources.len()];
         for &i in &plan.order {
-            let report = self.one(config, plan, &resources, vars[i], i, &reports);
+            let mut report = self.one(config, plan, &resources, i, &reports, secrets);
+            if !secretref::refs(&resources[i].0.fields).is_empty() {
+                report.redact();
+            }
             reports[i] = Some(report);
         }
         let ordered: Vec<ResourceReport> = plan.order.iter().filter_map(|&i| reports[i].take()).collect();
@@ -42,13 +60,13 @@ impl Runner<'_> {
         &self,
         config: &Config,
         plan: &Plan,
-        resources: &[&Resource],
-        vars: &Value,
+        resources: &[(&Resource, &Value)],
         i: usize,
         done: &[Option<ResourceReport>],
+        secrets: &RunSecrets,
     ) -> ResourceReport {
         let started = Instant::now();
-        let res = resources[i];
+        let (res, vars) = resources[i];
         let mut report = ResourceReport {
             module: res.module.clone(),
             name: res.name.clone(),
@@ -67,7 +85,7 @@ impl Runner<'_> {
         };
         if let Some(dep) = plan.depends[i].iter().find(|&&d| blocked(done[d].as_ref())) {
             report.status = Status::Skipped;
-            report.reason = Some(format!("dependency `{}` failed", resources[*dep].id()));
+            report.reason = Some(format!("dependency `{}` failed", resources[*dep].0.id()));
             return finish(report);
         }
         if let Some(src) = &res.when {
@@ -90,7 +108,11 @@ impl Runner<'_> {
         let Some(kind) = self.registry.get(&res.type_name) else {
             return finish(fail(report, format!("unknown resource type `{}`", res.type_name)));
         };
-        let prepared = match kind.prepare(&Value::Object(res.fields.clone())) {
+        let fields = match self.with_secrets(res, secrets) {
+            Ok(f) => f,
+            Err(e) => return finish(fail(report, e)),
+        };
+        let prepared = match kind.prepare(&Value::Object(fields)) {
             Ok(p) => p,
             Err(e) => return finish(fail(report, e.message)),
         };
@@ -118,6 +140,40 @@ impl Runner<'_> {
                 finish(fail(report, format!("still drifting after apply: {}", what.join(", "))))
             }
             Err(e) => finish(fail(report, format!("verify: {e}"))),
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// The resource's fields with its secrets filled in (unchanged without secrets).
+    fn with_secrets(&self, res: &Resource, secrets: &RunSecrets) -> Result<Map<String, Value>, String> {
+        let mut fields = res.fields.clone();
+        if secretref::refs(&fields).is_empty() {
+            return Ok(fields);
+        }
+        secretref::substitute(&mut fields, &mut |path| secrets.value(path).map(|s| s.expose().to_string()))?;
+        let has_sensitive =
+            self.registry.fields(&res.type_name).is_some_and(|f| f.iter().any(|f| f.name == "sensitive"));
+        if has_sensitive {
+            fields.insert("sensitive".into(), Value::Bool(true));
+        }
+        // Validation saw only the references; the values must pass the guardrails too.
+        // Neither message quotes a field: it would show the value.
+        let common = Common { name: &res.name, when: res.when.as_deref() };
+        match self.registry.inspect(&res.type_name, &Value::Object(fields.clone()), common) {
+            Ok(facts) if facts.targets.iter().any(|t| guard::refuse(t).is_some()) => Err(
+                "refused: with its secrets filled in it would manage Vigo itself (this guardrail cannot be switched off)"
+                    .into(),
+            ),
+            Ok(_) => Ok(fields),
+            Err(errors) => {
+                let named: Vec<String> = errors.iter().filter_map(|e| e.field.clone()).map(|f| format!("`{f}`")).collect();
+                Err(if named.is_empty() {
+                    "its fields are not valid once its secrets are filled in".to_string()
+                } else {
+                    format!("{} not valid once its secrets are filled in", named.join(", "))
+                })
+            }
         }
     }
 }

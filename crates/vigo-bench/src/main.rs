@@ -8,6 +8,7 @@ mod checkins;
 mod harness;
 mod procfs;
 mod report;
+mod vigosync;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,22 @@ struct Cli {
 enum Command {
     /// Simulated envoys check in at a fixed interval; prints throughput, latency and CPU.
     Checkins(CheckinsArgs),
+    /// Time from a file appearing in ~/vigosync on one envoy until it is in place on
+    /// another (namespace hosts, real daemons); prints p50/p95 per size.
+    Vigosync(VigosyncArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VigosyncArgs {
+    /// Runs per size.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// File sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [4096u64, 100 * 1024 * 1024])]
+    sizes: Vec<u64>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +98,7 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = match cli.command {
         Command::Checkins(args) => runtime.block_on(checkins_command(args)),
+        Command::Vigosync(args) => vigosync_command(&args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -125,6 +143,28 @@ async fn checkins_command(args: CheckinsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.human());
+    }
+    Ok(())
+}
+
+fn vigosync_command(args: &VigosyncArgs) -> anyhow::Result<()> {
+    let vigosrv = harness::sibling_binary("vigosrv")?;
+    let bin_dir = vigosrv.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    for name in ["vigo", "vigocli"] {
+        harness::sibling_binary(name)?;
+    }
+    let options = vigosync::Options { runs: args.runs.max(1), sizes: args.sizes.clone(), bin_dir };
+    let results = vigosync::run(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    println!("vigosync delivery h1 -> h2 ({} runs per size)", options.runs);
+    for r in &results {
+        println!(
+            "  {:>10} bytes: p50 {:8.1} ms  p95 {:8.1} ms  (min {:.1}, max {:.1})",
+            r.bytes, r.p50_ms, r.p95_ms, r.min_ms, r.max_ms
+        );
     }
     Ok(())
 }

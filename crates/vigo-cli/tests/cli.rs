@@ -33,6 +33,7 @@ struct TestServer {
     runtime: Option<tokio::runtime::Runtime>,
     dir: tempfile::TempDir,
     url: String,
+    server: Server,
 }
 
 impl TestServer {
@@ -57,9 +58,9 @@ impl TestServer {
         let api = settings.listen.api;
         let store = runtime.block_on(vigo_store::Store::open(&state.sqlite_url())).expect("store");
         let (server, writer) = runtime.block_on(Server::open(state, config, settings, store)).expect("open server");
-        let serving = runtime.spawn(vigo_server::serve::serve(server, writer));
+        let serving = runtime.spawn(vigo_server::serve::serve(server.clone(), writer));
         wait_for(api, &serving);
-        Self { runtime: Some(runtime), dir, url: format!("https://127.0.0.1:{}", api.port()) }
+        Self { runtime: Some(runtime), dir, url: format!("https://127.0.0.1:{}", api.port()), server }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -361,4 +362,44 @@ fn audit_list_and_verify_catch_tampering() {
 
     tamper("DELETE FROM audit_events WHERE seq <= 3");
     assert_eq!(broken(&s), "audit chain broken at event 1: event 1 missing (row deleted)\n");
+}
+
+#[test]
+fn swarm_sync_status_table_and_json() {
+    let s = TestServer::start();
+    let out = s.cli().args(["swarm", "sync", "status"]).assert().success().get_output().clone();
+    assert!(stdout(&out).contains("no vigosync files reported"), "{}", stdout(&out));
+
+    // Three envoys report alice's notes.txt: h1 the newest, h2 an older copy, h3 deleted its copy.
+    const NEW_YEAR_NS: i64 = 1_767_225_600_000_000_000;
+    let entry = |mtime: i64, sha: &str| serde_json::json!({"name": "notes.txt", "sha256": sha.repeat(32), "size": 5, "mtime": mtime});
+    let traits = |user: &str, files: Value| serde_json::json!({"users": {"human": [user]}, "vigosync": {user: files}});
+    let ip = |n: u8| Some(std::net::IpAddr::from([198, 18, 0, n]));
+    let sync = &s.server.vigosync;
+    sync.check_in("h1", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS, "bb")]))), ip(1), 1, 100);
+    sync.check_in("h2", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS - 10, "aa")]))), ip(2), 1, 100);
+    sync.check_in("h3", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS, "bb")]))), ip(3), 1, 100);
+    sync.check_in("h3", Some(&traits("alice", serde_json::json!([]))), ip(3), 1, 101);
+    sync.check_in("h4", Some(&traits("bob", serde_json::json!([entry(NEW_YEAR_NS, "cc")]))), ip(4), 1, 100);
+
+    let all = s.json(&["swarm", "sync", "status", "--json"]);
+    let users: Vec<&str> = all["users"].as_array().expect("users").iter().filter_map(|u| u["user"].as_str()).collect();
+    assert_eq!(users, ["alice", "bob"]);
+    let alice = s.json(&["swarm", "sync", "status", "--user", "alice", "--json"]);
+    assert_eq!(alice["users"].as_array().map(Vec::len), Some(1), "{alice}");
+    assert_eq!(alice["users"][0]["files"][0]["pending"][0]["target"], "h2");
+
+    let out = s.cli().args(["swarm", "sync", "status", "--user", "alice"]).assert().success().get_output().clone();
+    let table = stdout(&out);
+    let lines: Vec<Vec<&str>> =
+        table.lines().map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()).collect();
+    assert_eq!(lines[0], ["USER", "FILE", "ENVOY", "STATE", "SHA256", "MTIME"], "{table}");
+    let when = "2026-01-01 00:00:00 UTC";
+    assert_eq!(lines[1], ["alice", "notes.txt", "h1", "current", "bbbbbbbbbbbb", when], "{table}");
+    assert_eq!(lines[2][2..4], ["h2", "outdated, fetching from h1"], "{table}");
+    assert_eq!(lines[3][2..5], ["h3", "deleted", "bbbbbbbbbbbb"], "{table}");
+    assert_eq!(lines.len(), 4, "bob is not shown: {table}");
+
+    let out = s.cli().args(["swarm", "sync", "status", "--user", "nobody"]).assert().success().get_output().clone();
+    assert!(stdout(&out).contains("no vigosync files for nobody"), "{}", stdout(&out));
 }

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod plan;
 pub mod raw;
 pub mod secret;
+pub mod secretref;
 pub mod source;
 pub mod template;
 pub mod validate;

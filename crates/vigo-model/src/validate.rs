@@ -18,7 +18,7 @@ use crate::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use crate::plan::{self, Plan};
 use crate::raw::{self, Entries, Entry, Pos, RawModule, ResourceItem};
 use crate::source::Sources;
-use crate::{guard, template, when};
+use crate::{guard, secretref, template, when};
 
 /// Fields every resource may carry, whatever its type.
 pub const COMMON_FIELDS: &[&str] = &["name", "type", "when", "notify", "depends_on", "description"];
@@ -118,7 +118,10 @@ impl Compiler<'_> {
                     self.string(file, e, "description");
                 }
                 "vars" => match &e.value {
-                    Value::Object(_) => vars = e.value.clone(),
+                    Value::Object(_) => {
+                        self.no_secrets_in_vars(file, e);
+                        vars = e.value.clone();
+                    }
                     Value::Null => {}
                     _ => self.error(at(file, e.value_pos), "`vars` must be a mapping", None),
                 },
@@ -266,6 +269,9 @@ impl Compiler<'_> {
                 loc: at(file, *pos),
             });
         }
+        for e in &type_entries {
+            self.secret_refs(file, e);
+        }
         let fields: Map<String, Value> = type_entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let resource = Resource {
             module: module.name.clone(),
@@ -279,6 +285,33 @@ impl Compiler<'_> {
         };
         self.typed(file, &resource, type_pos, &type_entries);
         Some(resource)
+    }
+
+    /// Reports every malformed `secret:` reference in one field.
+    fn secret_refs(&mut self, file: &Path, e: &Entry) {
+        for found in secretref::find_in(&e.value, &e.key) {
+            if let Err(why) = found.reference {
+                self.error(
+                    at(file, e.value_pos),
+                    format!("field `{}`: invalid secret reference `{}`: {why}", found.field, found.text),
+                    Some("write `secret:<path>`, the path being 1–8 components of letters, digits, `.`, `_` and `-` separated by `/`".into()),
+                );
+            }
+        }
+    }
+
+    /// Module variables feed templates on the agent, where nothing resolves references.
+    fn no_secrets_in_vars(&mut self, file: &Path, e: &Entry) {
+        for found in secretref::find_in(&e.value, "vars") {
+            self.error(
+                at(file, e.value_pos),
+                format!(
+                    "`{}` in `{}`: secret references are resolved in resource fields only",
+                    found.text, found.field
+                ),
+                Some("put the reference in the resource field that needs the value (e.g. a file's `content`)".into()),
+            );
+        }
     }
 
     /// Checks the type-specific fields against the type's spec.

@@ -8,6 +8,7 @@
 //! - [`signing`]: ED25519 request signatures and their replay-proof verification;
 //! - [`token`]: one-time enrollment tokens, stored bcrypt-hashed;
 //! - [`bundle`]: policy bundle signatures made with the server's ED25519 key;
+//! - [`seal`]: secrets sealed (age, X25519) to the key an envoy registered at enrollment;
 //! - [`tls`]: rustls configurations for mutual TLS under the fleet CA, with
 //!   revocation that takes effect at the next handshake.
 //!
@@ -21,6 +22,7 @@ pub mod ca;
 pub mod envoy;
 mod files;
 pub mod pinned;
+pub mod seal;
 pub mod signing;
 pub mod tls;
 pub mod token;
@@ -29,6 +31,7 @@ pub use bundle::{BundleError, ORDER_CONTEXT, sign_bundle, sign_detached, verify_
 pub use ca::{CaError, FleetCa};
 pub use envoy::{EnvoyError, EnvoyTlsKey};
 pub use files::FileError;
+pub use seal::{AgeIdentity, SealError};
 pub use signing::{PublicKey, Refusal, RequestSignature, SigningError, SigningKey, Verifier, sign_request};
 pub use tls::{
     RevocationList, TlsError, cert_fingerprint, client_config, install_provider, peer_identity, server_config,

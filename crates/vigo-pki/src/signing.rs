@@ -31,8 +31,9 @@ pub const DEFAULT_WINDOW_SECS: u64 = 300;
 /// past it the verifier refuses rather than forget state that could still
 /// stop a replay.
 pub const DEFAULT_NONCE_CAPACITY: usize = 1_000_000;
-/// Requests one signer may make within the same second.
-const PER_SECOND: usize = 64;
+/// Recent requests remembered per signer. Past it the oldest is forgotten and
+/// nothing at or before its timestamp is accepted from that signer any more.
+const PER_SIGNER: usize = 64;
 const NONCE_BYTES: usize = 16;
 const PEM_LABEL: &str = "PRIVATE KEY";
 /// DER prefix of a PKCS#8 v1 ED25519 private key (RFC 8410): the 32-byte seed follows.
@@ -182,18 +183,20 @@ pub enum Refusal {
     ReplayedNonce,
     #[error("malformed request signature: {0}")]
     Malformed(&'static str),
-    #[error("too many signers or requests in one second to track; retry later")]
+    #[error("too many signers to track; retry later")]
     NonceCacheFull,
 }
 
-/// Per signer: the newest timestamp accepted and the nonces accepted within that
-/// second. A replay carries a timestamp at or below the mark, so it is refused
-/// (older) or found (same second); memory grows with signers, not with traffic.
-/// A signer's requests must therefore arrive in timestamp order, which an agent's
-/// sequential check-ins do.
+/// Per signer: its recent requests (timestamp, nonce) still inside the window, at
+/// most [`PER_SIGNER`], and a floor: the timestamp of the newest request forgotten
+/// to make room. A replay is either found among the recent requests or is at or
+/// below the floor (or outside the window), so it is refused; memory grows with
+/// signers, not with traffic. An agent's concurrent calls (a check-in and its event
+/// stream) may arrive in any order.
 struct SignerState {
     newest: i64,
-    nonces: Vec<[u8; NONCE_BYTES]>,
+    floor: i64,
+    recent: std::collections::VecDeque<(i64, [u8; NONCE_BYTES])>,
 }
 
 #[derive(Default)]
@@ -244,7 +247,7 @@ impl Verifier {
 
     /// Nonces currently remembered (a metric, and a handle for tests).
     pub fn cached_nonces(&self) -> usize {
-        self.lock().by_signer.values().map(|s| s.nonces.len()).sum()
+        self.lock().by_signer.values().map(|s| s.recent.len()).sum()
     }
 
     /// Signers currently remembered.
@@ -290,16 +293,18 @@ impl Verifier {
         let window = i64::try_from(self.window_secs).unwrap_or(i64::MAX);
         let mut cache = self.lock();
         if let Some(state) = cache.by_signer.get_mut(&signer) {
-            if timestamp < state.newest || state.nonces.contains(&nonce) {
+            // Requests that left the window are refused by the timestamp check alone.
+            state.recent.retain(|(t, _)| t.saturating_add(window) >= now);
+            if timestamp <= state.floor || state.recent.iter().any(|(_, n)| *n == nonce) {
                 return Err(Refusal::ReplayedNonce);
             }
-            if timestamp > state.newest {
-                state.newest = timestamp;
-                state.nonces.clear();
-            } else if state.nonces.len() >= PER_SECOND {
-                return Err(Refusal::NonceCacheFull);
+            if state.recent.len() >= PER_SIGNER
+                && let Some((oldest, _)) = state.recent.pop_front()
+            {
+                state.floor = state.floor.max(oldest);
             }
-            state.nonces.push(nonce);
+            state.recent.push_back((timestamp, nonce));
+            state.newest = state.newest.max(timestamp);
             return Ok(());
         }
         if cache.by_signer.len() >= self.capacity {
@@ -308,7 +313,8 @@ impl Verifier {
                 return Err(Refusal::NonceCacheFull);
             }
         }
-        cache.by_signer.insert(signer, SignerState { newest: timestamp, nonces: vec![nonce] });
+        let recent = std::collections::VecDeque::from([(timestamp, nonce)]);
+        cache.by_signer.insert(signer, SignerState { newest: timestamp, floor: i64::MIN, recent });
         Ok(())
     }
 
@@ -417,15 +423,20 @@ mod tests {
             let sig = sign_request(&key, "CheckIn", b"", NOW + offset);
             verifier.verify(&key.public_key(), "CheckIn", b"", &sig, NOW + offset).expect("fresh");
         }
-        assert_eq!((verifier.signers(), verifier.cached_nonces()), (1, 1));
+        assert_eq!((verifier.signers(), verifier.cached_nonces()), (1, PER_SIGNER), "bounded per signer");
         // Several requests in the same second are fine; each nonce only once.
         let a = sign_request(&key, "CheckIn", b"a", NOW + 1000);
         let b = sign_request(&key, "CheckIn", b"b", NOW + 1000);
         assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"a", &a, NOW + 1000), Ok(()));
         assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"b", &b, NOW + 1000), Ok(()));
         assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"a", &a, NOW + 1000), Err(Refusal::ReplayedNonce));
-        // A request older than one already accepted is a replay, even inside the window.
-        let old = sign_request(&key, "CheckIn", b"", NOW + 999);
+        // Concurrent calls may arrive out of order: a fresh nonce a second older is fine…
+        let late = sign_request(&key, "Events", b"", NOW + 999);
+        assert_eq!(verifier.verify(&key.public_key(), "Events", b"", &late, NOW + 1000), Ok(()));
+        assert_eq!(verifier.verify(&key.public_key(), "Events", b"", &late, NOW + 1000), Err(Refusal::ReplayedNonce));
+        // …but anything at or before the newest forgotten request is refused, even
+        // inside the window, since its nonce can no longer be checked.
+        let old = sign_request(&key, "CheckIn", b"", NOW + 900);
         assert_eq!(verifier.verify(&key.public_key(), "CheckIn", b"", &old, NOW + 1000), Err(Refusal::ReplayedNonce));
     }
 

@@ -393,6 +393,7 @@ mod tests {
             hostname: "web-1".into(),
             csr_pem: vigo_pki::EnvoyTlsKey::generate().expect("key").csr("web-1").expect("csr"),
             signing_public_key: vigo_pki::SigningKey::generate().public_key().as_bytes().to_vec(),
+            age_recipient: vigo_pki::AgeIdentity::generate().recipient(),
         };
         let service = crate::grpc::AgentService { server: server.clone() };
         service.enroll(tonic::Request::new(request)).await.expect("enrolled");

@@ -92,6 +92,7 @@ mod tests {
             last_report: report.map(|r| Arc::new(r.to_string())),
             report_seq: 1,
             bundle: None,
+            age_recipient: None,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct Envoy {
     pub report_seq: i64,
     /// The bundle chosen for this envoy under the policy number it was chosen for.
     pub bundle: Option<(i64, Arc<SignedBundle>)>,
+    /// The age X25519 recipient its secrets are sealed to (`None`: enrolled before
+    /// secrets existed; its bundles carry no secret values).
+    pub age_recipient: Option<String>,
 }
 
 /// The in-memory fleet.
@@ -87,7 +90,7 @@ impl FleetIndex {
         let empty = Value::Object(Default::default());
         let traits = envoy.traits.as_deref().unwrap_or(&empty);
         let modules = policy.assignments.modules_for(name, traits);
-        let bundle = policy.bundle_for(&modules);
+        let bundle = policy.bundle_for(&modules, name, envoy.age_recipient.as_deref());
         self.update(name, |e| e.bundle = Some((policy.number, bundle.clone())));
         Some(bundle)
     }

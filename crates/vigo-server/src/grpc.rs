@@ -1,109 +1,26 @@
-//! The agent-facing gRPC service on TCP 1530: enrollment and signed check-ins.
+//! The agent-facing gRPC service on TCP 1530: enrollment, signed check-ins (which
+//! also carry vigosync transfer orders) and the signed `Events` stream that asks an
+//! envoy to check in at once.
 //!
 //! TLS is terminated here with the fleet's rustls config (client certificates
 //! optional at the handshake, revoked ones refused there); each call then decides
 //! whether it needs an identity. Every refusal is logged with its reason and
 //! changes no state.
 
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use prost::Message as _;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 use vigo_proto::agent_server::{Agent, AgentServer};
 use vigo_proto::{
-    Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, NotModified, QueuedReport, Signed,
-    check_in_response,
+    Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, EventsRequest, NotModified, QueuedReport,
+    Signed, SignedTransferOrder, check_in_response,
 };
 use vigo_store::{EnvoyRow, WriteOp};
 
 use crate::fleet::Envoy;
 use crate::server::Server;
 
-/// Who is on the other end of a connection, as established by the TLS handshake.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: Option<SocketAddr>,
-    /// The envoy name from a verified client certificate.
-    pub identity: Option<String>,
-    pub fingerprint: Option<String>,
-}
-
-/// A TLS connection that tells tonic who the peer is.
-pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
-    peer: Peer,
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = Peer;
-    fn connect_info(&self) -> Peer {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Accepts TCP connections and completes TLS handshakes concurrently; yields the
-/// connections that made it. A failed handshake (bad or revoked certificate) is logged.
-pub fn tls_incoming(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        let certs = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-                        let identity = vigo_pki::peer_identity(&certs);
-                        let fingerprint = certs.first().map(|c| vigo_pki::cert_fingerprint(c));
-                        let peer = Peer { addr: Some(addr), identity, fingerprint };
-                        let _ = tx.send(Ok(TlsConn { inner: tls, peer })).await;
-                    }
-                    Ok(Err(e)) => tracing::warn!(peer = %addr, reason = %e, "TLS handshake refused"),
-                    Err(_) => tracing::warn!(peer = %addr, reason = "timeout", "TLS handshake refused"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
+pub use vigo_proto::tls_serve::{Peer, TlsConn, tls_incoming};
 
 /// The gRPC service.
 pub struct AgentService {
@@ -208,6 +125,16 @@ impl Agent for AgentService {
             vigo_pki::PublicKey::from_b64(&base64::engine::general_purpose::STANDARD.encode(key_bytes))
                 .map_err(|e| refuse(&peer, &host, "bad signing key", Status::invalid_argument(e.to_string())))?
         };
+        // Secrets in this envoy's bundles are sealed to this key, so one that does not
+        // parse now would only fail later, at every bundle that needs it.
+        let age_recipient = vigo_pki::seal::check_recipient(&r.age_recipient).map_err(|e| {
+            let why = if r.age_recipient.trim().is_empty() {
+                "no age recipient sent (secrets are sealed to it; upgrade the agent)".to_string()
+            } else {
+                e.to_string()
+            };
+            refuse(&peer, &host, &why, Status::invalid_argument(why.clone()))
+        })?;
         if self.server.fleet.get(&host).is_some_and(|e| e.revoked_at.is_none()) {
             return Err(refuse(
                 &peer,
@@ -241,6 +168,7 @@ impl Agent for AgentService {
             policy_version: None,
             last_report_json: None,
             report_seq: 0,
+            age_recipient: Some(age_recipient.clone()),
         };
         self.server.store.insert_envoy(&envoy_row).await.map_err(|e| Status::internal(e.to_string()))?;
         self.server.fleet.insert(Envoy {
@@ -256,6 +184,7 @@ impl Agent for AgentService {
             last_report: None,
             report_seq: 0,
             bundle: None,
+            age_recipient: Some(age_recipient),
         });
         tracing::info!(envoy = %host, token = %row.id, peer = ?peer.addr, "envoy enrolled");
         self.server
@@ -278,29 +207,73 @@ impl Agent for AgentService {
     async fn check_in(&self, req: Request<Signed>) -> Result<Response<CheckInResponse>, Status> {
         let peer = peer_of(&req);
         let signed = req.into_inner();
+        let (identity, body, now) = self.authenticate::<CheckInBody>(&peer, &signed, "CheckIn")?;
+        self.accept(identity, body, peer.addr.map(|a| a.ip()), now).await
+    }
+
+    type EventsStream = crate::events::EventStream;
+
+    async fn events(&self, req: Request<Signed>) -> Result<Response<Self::EventsStream>, Status> {
+        let peer = peer_of(&req);
+        let signed = req.into_inner();
+        let (identity, _, _) = self.authenticate::<EventsRequest>(&peer, &signed, "Events")?;
+        let stream =
+            self.server.events.subscribe(&identity).ok_or_else(|| Status::unavailable("server is stopping"))?;
+        // Orders may have been issued while the envoy was not listening.
+        if self.server.vigosync.has_orders(&identity) {
+            self.server.events.poke(&identity, crate::events::REASON_ORDERS);
+        }
+        Ok(Response::new(stream))
+    }
+}
+
+/// A signed request body that names the envoy sending it.
+trait Claimed: prost::Message + Default {
+    fn envoy(&self) -> &str;
+}
+
+impl Claimed for CheckInBody {
+    fn envoy(&self) -> &str {
+        &self.envoy
+    }
+}
+
+impl Claimed for EventsRequest {
+    fn envoy(&self) -> &str {
+        &self.envoy
+    }
+}
+
+impl AgentService {
+    /// The one check every signed call goes through: a client certificate whose identity
+    /// is the envoy the body names, the certificate issued at enrollment to an envoy not
+    /// revoked, and a signature by its key over `method` and the body that is neither
+    /// stale nor replayed. Returns the envoy's name, the decoded body and the time.
+    fn authenticate<B: Claimed>(&self, peer: &Peer, signed: &Signed, method: &str) -> Result<(String, B, i64), Status> {
         let Some(identity) = peer.identity.clone() else {
             return Err(refuse(
-                &peer,
+                peer,
                 "-",
                 "no client certificate",
                 Status::unauthenticated("a client certificate is required"),
             ));
         };
-        let body = CheckInBody::decode(signed.body.as_slice()).map_err(|_| {
-            refuse(&peer, &identity, "malformed body", Status::invalid_argument("malformed check-in body"))
+        let body = B::decode(signed.body.as_slice()).map_err(|_| {
+            let why = format!("malformed {method} body");
+            refuse(peer, &identity, &why, Status::invalid_argument(why.clone()))
         })?;
-        if body.envoy != identity {
-            let why = format!("certificate is for `{identity}` but the request claims `{}`", body.envoy);
-            return Err(refuse(&peer, &identity, &why, Status::permission_denied(why.clone())));
+        if body.envoy() != identity {
+            let why = format!("certificate is for `{identity}` but the request claims `{}`", body.envoy());
+            return Err(refuse(peer, &identity, &why, Status::permission_denied(why.clone())));
         }
         let (key, fingerprint) = self
             .server
             .fleet
             .active_key(&identity)
-            .map_err(|why| refuse(&peer, &identity, why, Status::permission_denied(why)))?;
+            .map_err(|why| refuse(peer, &identity, why, Status::permission_denied(why)))?;
         if peer.fingerprint.as_deref() != Some(fingerprint.as_str()) {
             return Err(refuse(
-                &peer,
+                peer,
                 &identity,
                 "certificate is not the one issued at enrollment",
                 Status::permission_denied("certificate not current"),
@@ -312,15 +285,21 @@ impl Agent for AgentService {
             signature: String::from_utf8(signed.signature.clone()).unwrap_or_default(),
         };
         let now = crate::now();
-        if let Err(refusal) = self.server.verifier.verify(&key, "CheckIn", &signed.body, &sig, now) {
-            return Err(refuse(&peer, &identity, &refusal.to_string(), Status::unauthenticated(refusal.to_string())));
+        if let Err(refusal) = self.server.verifier.verify(&key, method, &signed.body, &sig, now) {
+            return Err(refuse(peer, &identity, &refusal.to_string(), Status::unauthenticated(refusal.to_string())));
         }
-        self.accept(identity, body, now).await
+        Ok((identity, body, now))
     }
 }
 
 impl AgentService {
-    async fn accept(&self, name: String, body: CheckInBody, now: i64) -> Result<Response<CheckInResponse>, Status> {
+    async fn accept(
+        &self,
+        name: String,
+        body: CheckInBody,
+        addr: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> Result<Response<CheckInResponse>, Status> {
         let traits = match &body.traits_json {
             Some(bytes) => {
                 let v: serde_json::Value =
@@ -363,9 +342,15 @@ impl AgentService {
                     e.last_report = Some(Arc::new(r.clone()));
                     e.report_seq = report_seq;
                 }
-                e.traits_digest.as_deref() != Some(body.traits_digest.as_str())
+                (e.traits_digest.as_deref() != Some(body.traits_digest.as_str()), e.enrolled_at)
             })
             .ok_or_else(|| Status::permission_denied("unknown envoy"))?;
+        let (send_traits, enrolled_at) = send_traits;
+        let sync =
+            self.server.vigosync.check_in(&name, traits.as_ref().map(|(t, _)| t.as_ref()), addr, enrolled_at, now);
+        for target in &sync.poke {
+            self.server.events.poke(target, crate::events::REASON_ORDERS);
+        }
         let acked_seq = self.store_reports(&name, &body.reports, now).await;
         self.server
             .writer
@@ -377,6 +362,9 @@ impl AgentService {
                 report: report.map(|r| (report_seq, r)),
             })
             .await;
+        if !sync.seen.is_empty() {
+            self.server.writer.send(WriteOp::VigosyncSeen(sync.seen)).await;
+        }
         let policy = match self.server.fleet.bundle_for(&name) {
             Some(b) if b.version == body.policy_version => check_in_response::Policy::NotModified(NotModified {}),
             Some(b) => check_in_response::Policy::Bundle(Bundle {
@@ -391,6 +379,11 @@ impl AgentService {
             interval_secs: self.server.settings.interval_secs,
             send_traits,
             acked_seq,
+            transfer_orders: sync
+                .orders
+                .into_iter()
+                .map(|o| SignedTransferOrder { payload: o.payload, signature: o.signature })
+                .collect(),
         }))
     }
 

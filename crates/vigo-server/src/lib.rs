@@ -3,18 +3,23 @@
 //!
 //! `server` holds the shared state and every operation; `grpc` and `rest` are
 //! thin front ends over it. `policy` builds signed bundles; `writer` batches
-//! persistence; `state_dir` creates and names the server's files.
+//! persistence; `state_dir` creates and names the server's files; `secrets`
+//! resolves `secret:` references at publish. `vigosync` plans
+//! peer-to-peer file deliveries and `events` tells connected envoys to check in now.
 
 pub mod audit;
 pub mod convergence;
+pub mod events;
 pub mod fleet;
 pub mod grpc;
 pub mod policy;
 pub mod rest;
+pub mod secrets;
 pub mod serve;
 pub mod server;
 pub mod settings;
 pub mod state_dir;
+pub mod vigosync;
 pub mod writer;
 
 /// Seconds since the Unix epoch.

@@ -43,6 +43,8 @@ pub async fn serve(server: Server, writer: crate::writer::WriterHandle) -> anyho
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    // Open `Events` streams would hold the graceful shutdown open forever.
+    server.events.close();
     let _ = grpc.await;
     let _ = api.await;
     drop(server);

@@ -90,6 +90,11 @@ pub struct Inner {
     pub ca: vigo_pki::FleetCa,
     pub writer: Writer,
     pub audit: crate::audit::AuditLog,
+    /// Resolves `secret:` references at publish (and when the policy is rebuilt).
+    pub secrets: Arc<dyn crate::secrets::SecretProvider>,
+    pub vigosync: crate::vigosync::Vigosync,
+    /// Open `Events` streams, to ask envoys to check in now.
+    pub events: Arc<crate::events::Hub>,
     admin_hashes: std::sync::RwLock<Vec<String>>,
     publish_lock: tokio::sync::Mutex<()>,
 }
@@ -123,11 +128,13 @@ impl Server {
             }
             fleet.insert(envoy_from_row(row)?);
         }
+        let secrets = crate::secrets::from_settings(&settings.secrets, &state);
         if let Some(active) = store.active_version().await? {
-            let policy = restore_policy(&store, &active, bundle_key.clone()).await?;
+            let policy = restore_policy(&store, &active, bundle_key.clone(), secrets.clone()).await?;
             fleet.set_policy(Arc::new(policy));
         }
         let admin_hashes = store.admin_tokens().await?.into_iter().map(|t| t.sha256).collect();
+        let vigosync = restore_vigosync(&store, &fleet, bundle_key.clone()).await?;
         let (writer, handle) = Writer::start(store.clone());
         let audit = crate::audit::AuditLog::open(&store).await?;
         let inner = Inner {
@@ -142,6 +149,9 @@ impl Server {
             ca,
             writer,
             audit,
+            secrets,
+            vigosync,
+            events: Arc::default(),
             admin_hashes: std::sync::RwLock::new(admin_hashes),
             publish_lock: tokio::sync::Mutex::new(()),
         };
@@ -212,6 +222,10 @@ impl Server {
             })
             .ok_or_else(|| OpError::NotFound(format!("no envoy `{name}`")))?;
         let _ = self.revoked.revoke(&fp);
+        self.events.disconnect(name);
+        for target in self.vigosync.revoke(name) {
+            self.events.poke(&target, crate::events::REASON_ORDERS);
+        }
         self.store.revoke_envoy(name, now).await?;
         tracing::warn!(envoy = name, "envoy revoked");
         self.audit("envoy.revoke", name, serde_json::json!({"cert_fingerprint": fp})).await;
@@ -224,7 +238,8 @@ impl Server {
         let number = self.store.versions().await?.first().map_or(1, |v| v.number + 1);
         let dir = self.config_dir.clone();
         let key = self.bundle_key.clone();
-        let compiled = tokio::task::spawn_blocking(move || Policy::compile_dir(&dir, number, key))
+        let provider = self.secrets.clone();
+        let compiled = tokio::task::spawn_blocking(move || Policy::compile_dir(&dir, number, key, &*provider))
             .await
             .map_err(|e| OpError::Internal(e.to_string()))?;
         let policy = match compiled {
@@ -244,15 +259,19 @@ impl Server {
         for e in &envoys {
             let empty = serde_json::Value::Object(Default::default());
             let traits = e.traits.as_deref().unwrap_or(&empty);
-            policy.bundle_for(&policy.assignments.modules_for(&e.name, traits));
+            let modules = policy.assignments.modules_for(&e.name, traits);
+            policy.bundle_for(&modules, &e.name, e.age_recipient.as_deref());
         }
         let mut rows = vec![bundle_row(number, policy::SNAPSHOT_KEY, &policy.snapshot_bundle())];
         rows.extend(policy.built().iter().map(|(k, b)| bundle_row(number, k, b)));
         let version = VersionRow { number, message: message.to_string(), created_at: crate::now(), active: true };
         self.store.insert_version(&version, &rows).await?;
         let modules = policy.module_count();
+        let secrets = policy.secret_count();
         self.fleet.set_policy(Arc::new(policy));
-        tracing::info!(number, modules, "configuration published");
+        // Connected daemons fetch the new bundle now rather than at their next interval.
+        self.events.poke_all(crate::events::REASON_PUBLISH);
+        tracing::info!(number, modules, secrets, "configuration published");
         self.audit("publish", &number.to_string(), serde_json::json!({"message": message, "modules": modules})).await;
         Ok(Published { number, modules, envoys: envoys.len() })
     }
@@ -294,19 +313,60 @@ fn bundle_row(number: i64, set_key: &str, b: &SignedBundle) -> vigo_store::Bundl
     }
 }
 
-async fn restore_policy(store: &Store, active: &VersionRow, key: Arc<SigningKey>) -> anyhow::Result<Policy> {
+async fn restore_policy(
+    store: &Store,
+    active: &VersionRow,
+    key: Arc<SigningKey>,
+    secrets: Arc<dyn crate::secrets::SecretProvider>,
+) -> anyhow::Result<Policy> {
     let rows = store.bundles(active.number).await?;
     let snapshot = rows
         .iter()
         .find(|r| r.set_key == policy::SNAPSHOT_KEY)
         .ok_or_else(|| anyhow::anyhow!("version {} has no snapshot bundle", active.number))?;
     let payload: policy::Payload = serde_json::from_slice(&snapshot.payload)?;
-    let policy = Policy::from_snapshot(payload, key)
+    let mut policy = Policy::from_snapshot(payload, key)
         .map_err(|d| anyhow::anyhow!("stored version {} no longer validates:\n{d}", active.number))?;
+    // Values are never stored: they come from the provider again. Stored bundles keep
+    // what they sealed; a failure only affects bundles built from now on.
+    let (policy, failed) = tokio::task::spawn_blocking(move || {
+        let failed = policy.resolve_secrets(&*secrets);
+        (policy, failed)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("resolving secrets: {e}"))?;
+    for u in failed {
+        tracing::error!(
+            version = active.number,
+            secret = %u.path,
+            reason = %u.reason,
+            "secret could not be resolved; bundles built now go without it"
+        );
+    }
     for r in rows.into_iter().filter(|r| r.set_key != policy::SNAPSHOT_KEY) {
         policy.seed(r.set_key, SignedBundle { version: r.version, payload: r.payload, signature: r.signature });
     }
     Ok(policy)
+}
+
+/// vigosync's state from the stored traits and seen versions.
+async fn restore_vigosync(
+    store: &Store,
+    fleet: &FleetIndex,
+    key: Arc<SigningKey>,
+) -> anyhow::Result<crate::vigosync::Vigosync> {
+    let seen = store.vigosync_seen().await?;
+    let envoys = fleet.all();
+    let restored = envoys.iter().filter_map(|e| {
+        Some(crate::vigosync::Restored {
+            name: &e.name,
+            traits: e.traits.as_deref()?,
+            revoked: e.revoked_at.is_some(),
+            enrolled_at: e.enrolled_at,
+            last_checkin: e.last_checkin,
+        })
+    });
+    Ok(crate::vigosync::Vigosync::new(key, restored, seen))
 }
 
 pub fn envoy_from_row(row: EnvoyRow) -> anyhow::Result<Envoy> {
@@ -327,6 +387,7 @@ pub fn envoy_from_row(row: EnvoyRow) -> anyhow::Result<Envoy> {
         last_report: row.last_report_json.map(Arc::new),
         report_seq: row.report_seq,
         bundle: None,
+        age_recipient: row.age_recipient,
     })
 }
 

@@ -1,4 +1,4 @@
-//! `server.yaml`: listen addresses, check-in interval and storage backend.
+//! `server.yaml`: listen addresses, check-in interval, storage backend and secret provider.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +19,39 @@ pub struct Settings {
     /// enforcing its bundles; past it they refuse to converge offline until they hear
     /// from the server again. Unset: bundles never expire. Online agents are unaffected.
     pub bundle_expiry_secs: Option<u64>,
+    /// Where `secret:<path>` values are resolved at publish.
+    pub secrets: Secrets,
+}
+
+/// The longest a secret command may run.
+pub const MAX_SECRET_TIMEOUT_SECS: u64 = 300;
+
+/// `secrets:` in `server.yaml`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Secrets {
+    pub provider: SecretProviderKind,
+    /// For `provider: command`: the program (an absolute path) and its first
+    /// arguments; the secret's path is appended as the last argument.
+    pub command: Option<Vec<String>>,
+    /// For `provider: command`: seconds the program may run (1–300).
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretProviderKind {
+    /// One file per secret under `<state-dir>/secrets/`.
+    #[default]
+    File,
+    /// A program prints the secret on its standard output.
+    Command,
+}
+
+impl Default for Secrets {
+    fn default() -> Self {
+        Self { provider: SecretProviderKind::File, command: None, timeout_secs: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -54,7 +87,13 @@ impl Default for Listen {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { listen: Listen::default(), interval_secs: 60, storage: Storage::default(), bundle_expiry_secs: None }
+        Self {
+            listen: Listen::default(),
+            interval_secs: 60,
+            storage: Storage::default(),
+            bundle_expiry_secs: None,
+            secrets: Secrets::default(),
+        }
     }
 }
 
@@ -103,7 +142,31 @@ impl Settings {
                 message: "storage.backend postgres needs storage.url (postgres://user@host/db)".into(),
             });
         }
-        Ok(())
+        self.secrets.check().map_err(|message| SettingsError::Invalid { path: shown.to_string(), message })
+    }
+}
+
+impl Secrets {
+    fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_SECRET_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            return Err(format!(
+                "secrets.timeout_secs {} is out of range (1 to {MAX_SECRET_TIMEOUT_SECS})",
+                self.timeout_secs
+            ));
+        }
+        match (self.provider, &self.command) {
+            (SecretProviderKind::File, None) => Ok(()),
+            (SecretProviderKind::File, Some(_)) => Err("secrets.command is only used with `provider: command`".into()),
+            (SecretProviderKind::Command, None) => {
+                Err("secrets.provider command needs secrets.command (e.g. [\"/usr/local/bin/vault-get\"])".into())
+            }
+            (SecretProviderKind::Command, Some(argv)) => match argv.first() {
+                // No search path: the program that sees every secret is named exactly.
+                Some(program) if Path::new(program).is_absolute() => Ok(()),
+                Some(program) => Err(format!("secrets.command program `{program}` must be an absolute path")),
+                None => Err("secrets.command is empty; name the program to run".into()),
+            },
+        }
     }
 }
 
@@ -128,5 +191,31 @@ mod tests {
         assert!(e.contains("server.yaml:1:1") && e.contains("intervall"), "{e}");
         let e = Settings::parse("server.yaml", "storage:\n  backend: postgres\n").expect_err("no url").to_string();
         assert!(e.contains("storage.url"), "{e}");
+    }
+
+    #[test]
+    fn secret_providers() {
+        let s = Settings::parse("s", "").expect("defaults");
+        assert_eq!(s.secrets.provider, SecretProviderKind::File);
+        let s = Settings::parse(
+            "s",
+            "secrets:\n  provider: command\n  command: [/usr/local/bin/vault-get, --field, value]\n  timeout_secs: 3\n",
+        )
+        .expect("command");
+        assert_eq!(s.secrets.command.as_deref().map(<[String]>::len), Some(3));
+        assert_eq!(s.secrets.timeout_secs, 3);
+        let cases = [
+            ("secrets:\n  provider: command\n", "needs secrets.command"),
+            ("secrets:\n  provider: command\n  command: []\n", "secrets.command is empty"),
+            ("secrets:\n  provider: command\n  command: [vault-get]\n", "must be an absolute path"),
+            ("secrets:\n  command: [/bin/true]\n", "only used with `provider: command`"),
+            ("secrets:\n  timeout_secs: 0\n", "out of range"),
+            ("secrets:\n  provider: vault\n", "vault"),
+            ("secrets:\n  dir: /tmp\n", "dir"),
+        ];
+        for (text, want) in cases {
+            let e = Settings::parse("server.yaml", text).expect_err(text).to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

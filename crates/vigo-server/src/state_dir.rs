@@ -33,6 +33,10 @@ impl StateDir {
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin.token")
     }
+    /// The file secret provider's directory: one file per `secret:<path>`.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
     pub fn database(&self) -> PathBuf {
         self.root.join("vigo.db")
     }
@@ -98,6 +102,12 @@ pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> 
     if !dir.bundle_key().exists() {
         SigningKey::generate().save(&dir.bundle_key())?;
         created.push("bundle signing key".to_string());
+    }
+    if !dir.secrets_dir().exists() {
+        std::fs::create_dir(dir.secrets_dir())
+            .with_context(|| format!("{}: cannot create", dir.secrets_dir().display()))?;
+        restrict(&dir.secrets_dir())?;
+        created.push(format!("secrets directory ({})", dir.secrets_dir().display()));
     }
     let url = store_url.map(str::to_string).unwrap_or_else(|| dir.sqlite_url());
     let store = vigo_store::Store::open(&url).await?;

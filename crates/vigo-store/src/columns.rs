@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, TokenRow, VersionRow};
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow};
 
 type Column<T> = Result<T, sqlx::Error>;
 
@@ -76,6 +76,7 @@ pub(crate) fn envoy(row: &impl Columns) -> Column<EnvoyRow> {
         policy_version: row.opt_text("policy_version")?,
         last_report_json: row.opt_text("last_report_json")?,
         report_seq: row.int("report_seq")?,
+        age_recipient: row.opt_text("age_recipient")?,
     })
 }
 
@@ -109,5 +110,15 @@ pub(crate) fn report(row: &impl Columns) -> Column<ReportRow> {
         seq: row.int("seq")?,
         received_at: row.int("received_at")?,
         report_json: row.text("report_json")?,
+    })
+}
+
+pub(crate) fn seen(row: &impl Columns) -> Column<SeenRow> {
+    Ok(SeenRow {
+        envoy: row.text("envoy")?,
+        user: row.text("username")?,
+        name: row.text("name")?,
+        mtime: row.int("mtime")?,
+        sha256: row.text("sha256")?,
     })
 }

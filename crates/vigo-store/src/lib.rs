@@ -14,5 +14,5 @@ mod rows;
 mod store;
 
 pub use error::{Result, StoreError};
-pub use rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, TokenRow, VersionRow, WriteOp};
+pub use rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp};
 pub use store::{AuditEvent, AuditRow, Backend, GENESIS_HASH, Store};

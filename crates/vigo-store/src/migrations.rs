@@ -31,6 +31,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_reports.sql"),
         include_str!("../migrations/postgres/0003_reports.sql"),
     ),
+    (
+        4,
+        "age_recipient",
+        include_str!("../migrations/sqlite/0004_age_recipient.sql"),
+        include_str!("../migrations/postgres/0004_age_recipient.sql"),
+    ),
+    (
+        5,
+        "vigosync",
+        include_str!("../migrations/sqlite/0005_vigosync.sql"),
+        include_str!("../migrations/postgres/0005_vigosync.sql"),
+    ),
 ];
 
 /// The migrator for one dialect.

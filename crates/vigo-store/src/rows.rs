@@ -45,6 +45,9 @@ pub struct EnvoyRow {
     pub last_report_json: Option<String>,
     /// Sequence number of `last_report_json`; reports with a lower or equal number are stale.
     pub report_seq: i64,
+    /// The age X25519 recipient (`age1…`) its secrets are sealed to; `None` for envoys
+    /// enrolled before secrets existed.
+    pub age_recipient: Option<String>,
 }
 
 /// One publish.
@@ -80,6 +83,22 @@ pub struct ReportRow {
     pub report_json: String,
 }
 
+/// The newest version of one vigosync file an envoy has seen (held or received): a
+/// file is delivered to an envoy only when a newer version exists, so one deleted
+/// there is not pushed back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenRow {
+    pub envoy: String,
+    /// The account the file belongs to.
+    pub user: String,
+    /// The file's name in `~/vigosync/`.
+    pub name: String,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime: i64,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+}
+
 /// A write the server's batching writer queues; [`crate::Store::apply_batch`] applies many
 /// in one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,4 +120,8 @@ pub enum WriteOp {
     /// `(envoy, seq)` is stored once: a resent report changes nothing, so an agent may
     /// resend whatever it was not sure was stored.
     Reports { envoy: String, at: i64, reports: Vec<(i64, String)> },
+    /// vigosync versions envoys have seen. A row replaces the stored one only when it is
+    /// newer (mtime, then hash), so a late or replayed write never moves it back; a row
+    /// for an envoy the store does not know changes nothing.
+    VigosyncSeen(Vec<SeenRow>),
 }

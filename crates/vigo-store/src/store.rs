@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::columns;
 use crate::error::{Result, StoreError, on_row, on_table, redact};
 use crate::migrations;
-use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, TokenRow, VersionRow, WriteOp};
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp};
 
 /// How long an SQLite writer waits for another connection's write lock before failing;
 /// writes are short, so this only runs out when something is badly wrong.
@@ -25,6 +25,7 @@ const ENVOYS: &str = "envoys";
 const VERSIONS: &str = "versions";
 const BUNDLES: &str = "bundles";
 const REPORTS: &str = "reports";
+const VIGOSYNC_SEEN: &str = "vigosync_seen";
 
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,8 +200,8 @@ impl Store {
         // One statement, so two enrollments racing for a revoked name cannot both replace it.
         const SQL: &str = "INSERT INTO envoys \
             (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, \
-             traits_json, policy_version, last_report_json, report_seq) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             traits_json, policy_version, last_report_json, report_seq, age_recipient) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
             ON CONFLICT (name) DO UPDATE SET \
              signing_key = excluded.signing_key, \
              cert_fingerprint = excluded.cert_fingerprint, \
@@ -210,11 +211,14 @@ impl Store {
              traits_json = excluded.traits_json, \
              policy_version = excluded.policy_version, \
              last_report_json = excluded.last_report_json, \
-             report_seq = excluded.report_seq \
+             report_seq = excluded.report_seq, \
+             age_recipient = excluded.age_recipient \
             WHERE envoys.revoked_at IS NOT NULL";
         // A replaced envoy starts without history: its old reports go in the same
         // transaction, or the new incarnation's sequence numbers would collide with them.
+        // What it had seen of vigosync goes too: a reinstalled host gets every file again.
         const FORGET_REPORTS: &str = "DELETE FROM reports WHERE envoy = $1";
+        const FORGET_SEEN: &str = "DELETE FROM vigosync_seen WHERE envoy = $1";
         on_pool!(self, p => async {
             let mut tx = p.begin().await?;
             let written = sqlx::query(SQL)
@@ -228,6 +232,7 @@ impl Store {
                 .bind(&e.policy_version)
                 .bind(&e.last_report_json)
                 .bind(e.report_seq)
+                .bind(&e.age_recipient)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -235,6 +240,7 @@ impl Store {
                 return Ok(false);
             }
             sqlx::query(FORGET_REPORTS).bind(&e.name).execute(&mut *tx).await?;
+            sqlx::query(FORGET_SEEN).bind(&e.name).execute(&mut *tx).await?;
             tx.commit().await.map(|()| true)
         }
         .await)
@@ -246,7 +252,7 @@ impl Store {
     /// Every envoy, by name.
     pub async fn envoys(&self) -> Result<Vec<EnvoyRow>> {
         const SQL: &str = "SELECT name, signing_key, cert_fingerprint, enrolled_at, revoked_at, \
-            last_checkin, traits_json, policy_version, last_report_json, report_seq \
+            last_checkin, traits_json, policy_version, last_report_json, report_seq, age_recipient \
             FROM envoys ORDER BY name";
         on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::envoy))
             .map_err(on_table(ENVOYS, "list"))
@@ -280,6 +286,13 @@ impl Store {
             WHERE name = $1";
         const REPORT: &str = "INSERT INTO reports (envoy, seq, received_at, report_json) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (envoy, seq) DO NOTHING";
+        // Seen versions only move forward (row values compare mtime, then hash, as the
+        // server does); the SELECT makes a row for an unknown envoy a no-op rather than
+        // a foreign-key failure that would lose the whole batch.
+        const SEEN: &str = "INSERT INTO vigosync_seen (envoy, username, name, mtime, sha256) \
+            SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM envoys WHERE name = $1) \
+            ON CONFLICT (envoy, username, name) DO UPDATE SET mtime = excluded.mtime, sha256 = excluded.sha256 \
+            WHERE (excluded.mtime, excluded.sha256) > (vigosync_seen.mtime, vigosync_seen.sha256)";
         on_pool!(self, p => async {
             let mut tx = p.begin().await.map_err(on_table(ENVOYS, "begin batch on"))?;
             for op in ops {
@@ -312,6 +325,19 @@ impl Store {
                                 .map_err(on_row(REPORTS, "insert", &format!("{envoy}/{seq}")))?;
                         }
                     }
+                    WriteOp::VigosyncSeen(rows) => {
+                        for r in rows {
+                            sqlx::query(SEEN)
+                                .bind(&r.envoy)
+                                .bind(&r.user)
+                                .bind(&r.name)
+                                .bind(r.mtime)
+                                .bind(&r.sha256)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(on_row(VIGOSYNC_SEEN, "upsert", &format!("{}/{}/{}", r.envoy, r.user, r.name)))?;
+                        }
+                    }
                 }
             }
             tx.commit().await.map_err(on_table(ENVOYS, "commit batch on"))
@@ -324,6 +350,14 @@ impl Store {
         const SQL: &str = "SELECT envoy, seq, received_at, report_json FROM reports WHERE envoy = $1 ORDER BY seq";
         on_pool!(self, p => columns::all(sqlx::query(SQL).bind(name).fetch_all(p).await, columns::report))
             .map_err(on_row(REPORTS, "list", name))
+    }
+
+    /// Every vigosync version any envoy has seen, by envoy, user and name.
+    pub async fn vigosync_seen(&self) -> Result<Vec<SeenRow>> {
+        const SQL: &str =
+            "SELECT envoy, username, name, mtime, sha256 FROM vigosync_seen ORDER BY envoy, username, name";
+        on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::seen))
+            .map_err(on_table(VIGOSYNC_SEEN, "list"))
     }
 
     // ---- versions and bundles ----

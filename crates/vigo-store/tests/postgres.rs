@@ -83,15 +83,19 @@ scenarios!(fresh;
     batch_is_atomic,
     versions_and_bundles,
     reports_are_stored_once,
+    vigosync_seen_moves_forward,
 );
 
 #[tokio::test]
 async fn reopening_keeps_data_and_migrations() {
     let Some(fixture) = fresh().await else { return };
     fixture.store.insert_envoy(&common::envoy("web-1")).await.expect("insert");
+    let seen = vec![common::seen("web-1", "alice", "a.txt", 1, "aa")];
+    fixture.store.apply_batch(&[vigo_store::WriteOp::VigosyncSeen(seen.clone())]).await.expect("seen");
     let url = with_database(&fixture.admin_url, &fixture.database);
     let again = Store::open(&url).await.expect("reopen");
     assert_eq!(again.envoys().await.expect("envoys"), vec![common::envoy("web-1")]);
+    assert_eq!(again.vigosync_seen().await.expect("seen"), seen);
     again.close().await;
     fixture.finish().await;
 }

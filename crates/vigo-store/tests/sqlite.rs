@@ -6,7 +6,7 @@ mod common;
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 use tempfile::TempDir;
-use vigo_store::{Backend, Store, StoreError};
+use vigo_store::{Backend, Store, StoreError, WriteOp};
 
 struct Fixture {
     store: Store,
@@ -43,6 +43,7 @@ scenarios!(fresh;
     batch_is_atomic,
     versions_and_bundles,
     reports_are_stored_once,
+    vigosync_seen_moves_forward,
 );
 
 #[tokio::test]
@@ -95,6 +96,19 @@ async fn data_survives_reopening() {
     assert_eq!(after, before);
     assert_eq!(after.2[0].report_seq, 1);
     assert!(!store.use_token("t1", "web-2", common::NOW).await.expect("use after reopen"));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn vigosync_seen_survives_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&url(&dir)).await.expect("open");
+    store.insert_envoy(&common::envoy("web-1")).await.expect("envoy");
+    let rows = vec![common::seen("web-1", "alice", "a.txt", 1, "aa"), common::seen("web-1", "bob", "b.txt", 2, "bb")];
+    store.apply_batch(&[WriteOp::VigosyncSeen(rows.clone())]).await.expect("seen");
+    store.close().await;
+    let store = Store::open(&url(&dir)).await.expect("reopen");
+    assert_eq!(store.vigosync_seen().await.expect("seen"), rows);
     store.close().await;
 }
 

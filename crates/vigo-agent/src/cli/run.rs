@@ -17,10 +17,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let paths = AgentPaths::from_env();
     let rt = super::runtime()?;
     if !args.once {
-        rt.block_on(crate::checkin::run_forever(&paths))?;
+        rt.block_on(crate::daemon::run_forever(&paths))?;
         return Ok(0);
     }
-    let cycle = rt.block_on(crate::checkin::cycle(&paths))?;
+    let cycle = rt.block_on(once(&paths))?;
     if let Err(e) = &cycle.checked_in {
         eprintln!("vigo: check-in failed: {e}");
     }
@@ -31,4 +31,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     let failed = cycle.report.as_ref().is_some_and(|r| r.summary.failed > 0);
     Ok(if cycle.checked_in.is_err() || failed { 1 } else { 0 })
+}
+
+/// One cycle, then the transfers it brought (there is no daemon to finish them later).
+async fn once(paths: &AgentPaths) -> anyhow::Result<crate::checkin::Cycle> {
+    let cache = crate::sync::load_cache(paths);
+    let mut scanner = vigo_swarm::scan::Scanner::new(cache.clone());
+    let cycle = crate::checkin::cycle(paths, &mut scanner, crate::checkin::Trigger::Interval).await?;
+    if !cycle.orders.is_empty() {
+        let swarm = crate::sync::Swarm::fetcher(paths, cache, std::sync::Arc::default())?;
+        for handle in swarm.dispatch(cycle.orders.clone()) {
+            let _ = handle.await;
+        }
+    }
+    Ok(cycle)
 }

@@ -35,6 +35,7 @@ pub fn gather(paths: &AgentPaths) -> anyhow::Result<Value> {
         "last_checkin_error": state.last_checkin_error,
         "last_run": {"at": state.last_cycle, "policy": state.last_policy, "summary": state.last_summary, "error": state.last_run_error},
         "pending_results": crate::queue::pending(paths),
+        "vigosync": crate::sync::load_status(paths),
         "traits": super::traits::collect_all(),
     }))
 }
@@ -45,7 +46,9 @@ fn unix(t: std::time::SystemTime) -> i64 {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let paths = AgentPaths::from_env();
-    let s = gather(&paths)?;
+    let mut s = gather(&paths)?;
+    // Nothing the status holds should contain a secret value; this makes sure.
+    crate::load::cached_scrubber(&paths).scrub_json(&mut s);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(0);
@@ -84,6 +87,42 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         println!("last run:        none yet");
     }
     println!("pending results: {}", s["pending_results"]);
+    print_vigosync(&s["vigosync"]);
     println!("traits:          `vigo traits` or `vigo status --json`");
     Ok(0)
+}
+
+fn print_vigosync(v: &Value) {
+    let users = v["users"].as_object().filter(|u| !u.is_empty());
+    let incoming = v["incoming"].as_object().filter(|i| !i.is_empty());
+    if users.is_none() && incoming.is_none() {
+        println!("vigosync:        no user has ~/vigosync");
+        return;
+    }
+    println!("vigosync:");
+    for (user, u) in users.into_iter().flatten() {
+        match u["problem"].as_str() {
+            Some(p) => println!("  {user}: not synced: {p}"),
+            None => println!("  {user}: {} files, {} bytes", u["files"], u["bytes"]),
+        }
+        for skipped in u["skipped"].as_array().into_iter().flatten() {
+            println!(
+                "    skipped {} ({})",
+                skipped["name"].as_str().unwrap_or("?"),
+                skipped["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    for i in incoming.into_iter().flat_map(|m| m.values()) {
+        let what = format!(
+            "{}/{} from {}",
+            i["user"].as_str().unwrap_or("?"),
+            i["name"].as_str().unwrap_or("?"),
+            i["source"].as_str().unwrap_or("?")
+        );
+        match i["error"].as_str() {
+            Some(e) => println!("  incoming {what}: failed ({e})"),
+            None => println!("  incoming {what}: {}", i["state"].as_str().unwrap_or("?")),
+        }
+    }
 }

@@ -13,6 +13,19 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Secrets are valid references, but only the server resolves them.
+fn warn_secrets(config: &vigo_model::Config) {
+    for r in config.resources() {
+        for path in vigo_model::secretref::refs(&r.fields) {
+            eprintln!(
+                "{}: warning: `{}` uses {path}, which the server resolves at publish; `vigo apply` cannot resolve it",
+                r.loc,
+                r.id()
+            );
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<u8> {
     match crate::load::load(&args.path, &Registry::builtin()) {
         Ok((config, _)) => {
@@ -21,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             } else {
                 let n: usize = config.modules.iter().map(|m| m.resources.len()).sum();
                 println!("{}: valid ({} modules, {n} resources)", args.path.display(), config.modules.len());
+                warn_secrets(&config);
             }
             Ok(0)
         }

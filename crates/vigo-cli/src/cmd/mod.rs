@@ -5,6 +5,7 @@ mod envoys;
 mod login;
 mod publish;
 mod status;
+mod swarm;
 mod token;
 mod versions;
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// The tamper-evident audit trail: list, verify.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// The peer-to-peer layer: vigosync status.
+    #[command(subcommand)]
+    Swarm(swarm::Command),
 }
 
 /// `--json` for read verbs: print the server's JSON instead of a table.
@@ -68,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Versions(c) => versions::run(&connect()?, c).await,
         Command::Status(a) => status::run(&connect()?, a).await,
         Command::Audit(c) => audit::run(&connect()?, c).await,
+        Command::Swarm(c) => swarm::run(&connect()?, c).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod audit;
 mod envoys;
 mod error;
 mod publish;
+mod swarm;
 mod tokens;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use audit::{AuditEntry, LoginResponse};
 pub use envoys::{EnvoyDetail, EnvoySummary};
 pub use error::{ApiError, ErrorBody, Problem};
 pub use publish::{PublishRequest, PublishResponse, StatusResponse, VersionInfo};
+pub use swarm::SyncQuery;
 pub use tokens::{CreateToken, TokenInfo};
 
 use crate::server::Server;
@@ -41,7 +43,7 @@ const ADMIN_TOKEN: &str = "admin_token";
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "Vigo server API", description = "Admin API of vigosrv: enrollment tokens, envoys, publish, fleet status, audit trail."),
+    info(title = "Vigo server API", description = "Admin API of vigosrv: enrollment tokens, envoys, publish, fleet status, audit trail, swarm."),
     modifiers(&AdminTokenScheme),
     tags(
         (name = "tokens", description = "enrollment tokens"),
@@ -49,6 +51,7 @@ const ADMIN_TOKEN: &str = "admin_token";
         (name = "publish", description = "publishing the configuration and its versions"),
         (name = "fleet", description = "fleet summary"),
         (name = "audit", description = "the tamper-evident audit trail and admin login"),
+        (name = "swarm", description = "the peer-to-peer layer: vigosync across the fleet"),
         (name = "public", description = "no authentication"),
     )
 )]
@@ -97,6 +100,7 @@ pub fn api(server: Server) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::login))
+        .routes(routes!(swarm::sync_status))
         .route_layer(axum::middleware::from_fn_with_state(server.clone(), require_admin));
     let public = OpenApiRouter::new().routes(routes!(ca)).routes(routes!(openapi_json));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(admin).merge(public).split_for_parts();

@@ -249,6 +249,7 @@ async fn rest_openapi_lists_every_route() {
         ("/api/v1/audit", "get"),
         ("/api/v1/audit/verify", "get"),
         ("/api/v1/login", "post"),
+        ("/api/v1/swarm/sync", "get"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |ops| ops.len())).sum();
@@ -271,4 +272,44 @@ async fn rest_openapi_lists_every_route() {
     }
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+#[tokio::test]
+async fn rest_swarm_sync_shows_each_envoys_copy() {
+    let f = Fixture::new().await;
+    let (code, body) = f.admin(Method::GET, "/api/v1/swarm/sync", None).await;
+    assert_eq!((code, body), (StatusCode::OK, json!({"users": []})));
+
+    let entry =
+        |mtime: i64, sha: &str| json!({"name": "notes.txt", "sha256": sha.repeat(32), "size": 5, "mtime": mtime});
+    let traits = |user: &str, files: Value| json!({"users": {"human": [user]}, "vigosync": {user: files}});
+    let ip = |n: u8| Some(std::net::IpAddr::from([198, 18, 0, n]));
+    let sync = &f.server.vigosync;
+    sync.check_in("h1", Some(&traits("alice", json!([entry(20, "bb")]))), ip(1), 1, 100);
+    sync.check_in("h2", Some(&traits("alice", json!([entry(10, "aa")]))), ip(2), 1, 100);
+    sync.check_in("h3", Some(&traits("bob", json!([]))), ip(3), 1, 100);
+
+    let (code, body) = f.admin(Method::GET, "/api/v1/swarm/sync?user=alice", None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let users = body["users"].as_array().expect("users");
+    assert_eq!(users.len(), 1, "{body}");
+    let file = &users[0]["files"][0];
+    assert_eq!((users[0]["user"].as_str(), file["name"].as_str()), (Some("alice"), Some("notes.txt")));
+    assert_eq!(file["winner"], json!({"sha256": "bb".repeat(32), "size": 5, "mtime": 20}));
+    let states: Vec<(&str, &str)> = file["envoys"]
+        .as_array()
+        .expect("envoys")
+        .iter()
+        .map(|e| (e["envoy"].as_str().unwrap_or("?"), e["state"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(states, [("h1", "current"), ("h2", "outdated")]);
+    assert_eq!(file["pending"][0]["target"], "h2");
+    assert_eq!(file["pending"][0]["source"], "h1");
+    assert_eq!(file["pending"][0]["source_addr"], "198.18.0.1:1531");
+
+    let (_, all) = f.admin(Method::GET, "/api/v1/swarm/sync", None).await;
+    let names: Vec<&str> = all["users"].as_array().expect("users").iter().filter_map(|u| u["user"].as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let (code, body) = f.admin(Method::GET, "/api/v1/swarm/sync?user=", None).await;
+    assert_eq!((code, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
 }

@@ -1,7 +1,7 @@
 //! Behaviour every backend must share: each scenario gets a freshly migrated, empty store.
 //! `tests/sqlite.rs` and `tests/postgres.rs` run the same list through `scenarios!`.
 
-use vigo_store::{BundleRow, EnvoyRow, Store, StoreError, TokenRow, VersionRow, WriteOp};
+use vigo_store::{BundleRow, EnvoyRow, SeenRow, Store, StoreError, TokenRow, VersionRow, WriteOp};
 
 /// Declares one test per scenario; `$fresh` is an async fn returning `Option<Fixture>`
 /// (`None` skips, e.g. when no PostgreSQL server is configured).
@@ -46,6 +46,7 @@ pub fn envoy(name: &str) -> EnvoyRow {
         policy_version: None,
         last_report_json: None,
         report_seq: 0,
+        age_recipient: Some(format!("age1{name}")),
     }
 }
 
@@ -200,6 +201,8 @@ pub async fn envoys_round_trip(store: Store) {
     full.policy_version = Some("3-0123456789ab".to_owned());
     full.last_report_json = Some(r#"{"changed":2}"#.to_owned());
     full.report_seq = 7;
+    // Envoys enrolled before secrets existed have no age recipient.
+    full.age_recipient = None;
     store.insert_envoy(&envoy("web-1")).await.expect("insert web-1");
     store.insert_envoy(&full).await.expect("insert db-1");
     assert_eq!(store.envoys().await.expect("list"), vec![full, envoy("web-1")], "by name");
@@ -210,6 +213,7 @@ pub async fn enrollment_rules(store: Store) {
 
     let mut again = envoy("web-1");
     again.signing_key = vec![9; 32];
+    again.age_recipient = Some("age1new".to_owned());
     let err = store.insert_envoy(&again).await.expect_err("active name");
     assert!(matches!(&err, StoreError::Conflict { table: "envoys", key } if key == "web-1"), "{err:?}");
     assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "active row untouched");
@@ -382,4 +386,43 @@ pub async fn reports_are_stored_once(store: Store) {
     store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
     assert!(store.reports("web-1").await.expect("list").is_empty());
     assert_eq!(store.reports("web-2").await.expect("list").len(), 1, "other envoys keep theirs");
+}
+
+pub fn seen(envoy: &str, user: &str, name: &str, mtime: i64, sha256: &str) -> SeenRow {
+    SeenRow { envoy: envoy.to_owned(), user: user.to_owned(), name: name.to_owned(), mtime, sha256: sha256.repeat(32) }
+}
+
+pub async fn vigosync_seen_moves_forward(store: Store) {
+    for name in ["web-1", "web-2"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    let first = [seen("web-1", "alice", "notes.txt", 10, "aa"), seen("web-2", "alice", "notes.txt", 10, "aa")];
+    store.apply_batch(&[WriteOp::VigosyncSeen(first.to_vec())]).await.expect("first");
+    // Case by case on web-1: only a newer version (mtime, then hash) replaces the stored one.
+    for (row, stored) in [
+        (seen("web-1", "alice", "notes.txt", 9, "ff"), (10, "aa")),
+        (seen("web-1", "alice", "notes.txt", 10, "00"), (10, "aa")),
+        (seen("web-1", "alice", "notes.txt", 10, "bb"), (10, "bb")),
+        (seen("web-1", "alice", "notes.txt", 11, "00"), (11, "00")),
+        (seen("web-1", "alice", "notes.txt", 5, "ff"), (11, "00")),
+    ] {
+        store.apply_batch(&[WriteOp::VigosyncSeen(vec![row.clone()])]).await.expect("upsert");
+        let all = store.vigosync_seen().await.expect("list");
+        let web1 = all.iter().find(|r| r.envoy == "web-1").expect("web-1 row");
+        assert_eq!((web1.mtime, web1.sha256.as_str()), (stored.0, stored.1.repeat(32).as_str()), "after {row:?}");
+    }
+    // A row for an unknown envoy is a no-op, not a failed batch.
+    let unknown = WriteOp::VigosyncSeen(vec![seen("nope", "alice", "x", 1, "aa"), seen("web-2", "bob", "y", 2, "cc")]);
+    store.apply_batch(&[unknown]).await.expect("unknown envoy");
+    let all = store.vigosync_seen().await.expect("list");
+    let keys: Vec<(&str, &str, &str)> =
+        all.iter().map(|r| (r.envoy.as_str(), r.user.as_str(), r.name.as_str())).collect();
+    assert_eq!(keys, [("web-1", "alice", "notes.txt"), ("web-2", "alice", "notes.txt"), ("web-2", "bob", "y")]);
+
+    // A revoked envoy enrolled again has seen nothing.
+    assert!(store.revoke_envoy("web-1", NOW + 10).await.expect("revoke"));
+    store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
+    let all = store.vigosync_seen().await.expect("list");
+    assert!(all.iter().all(|r| r.envoy == "web-2"), "{all:?}");
+    assert_eq!(all.len(), 2, "other envoys keep theirs");
 }

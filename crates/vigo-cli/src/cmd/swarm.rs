@@ -1,0 +1,118 @@
+//! `vigocli swarm sync status`: vigosync across the fleet, which envoy holds which
+//! version of each file.
+
+use serde::Deserialize;
+
+use super::{Format, segment};
+use crate::client::Client;
+use crate::output;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// vigosync: plain per-user file sync between envoys.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SyncCommand {
+    /// Show which envoy holds which version of each synced file, and pending transfers.
+    Status {
+        /// Only this user's files.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+#[derive(Deserialize)]
+struct Status {
+    users: Vec<User>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    user: String,
+    files: Vec<File>,
+}
+
+#[derive(Deserialize)]
+struct File {
+    name: String,
+    envoys: Vec<EnvoyFile>,
+    pending: Vec<Pending>,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    sha256: String,
+    mtime: i64,
+}
+
+#[derive(Deserialize)]
+struct EnvoyFile {
+    envoy: String,
+    state: String,
+    held: Option<Version>,
+    seen: Option<Version>,
+}
+
+#[derive(Deserialize)]
+struct Pending {
+    target: String,
+    source: String,
+}
+
+pub async fn run(client: &Client, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Sync(SyncCommand::Status { user, format }) => status(client, user.as_deref(), format).await,
+    }
+}
+
+async fn status(client: &Client, user: Option<&str>, format: Format) -> anyhow::Result<u8> {
+    let path = match user {
+        Some(u) => format!("/api/v1/swarm/sync?user={}", segment(u)),
+        None => "/api/v1/swarm/sync".to_string(),
+    };
+    let body = client.get(&path).await?;
+    if format.json {
+        output::json(&body)?;
+        return Ok(0);
+    }
+    let status: Status = output::decode(body, "vigosync status")?;
+    if status.users.iter().all(|u| u.files.is_empty()) {
+        match user {
+            Some(u) => println!("no vigosync files for {u}"),
+            None => println!("no vigosync files reported; a user opts in by creating ~/vigosync/ on an envoy"),
+        }
+        return Ok(0);
+    }
+    let mut rows = Vec::new();
+    for u in &status.users {
+        for f in &u.files {
+            for e in &f.envoys {
+                rows.push(row(&u.user, f, e));
+            }
+        }
+    }
+    println!("{}", output::table(&["USER", "FILE", "ENVOY", "STATE", "SHA256", "MTIME"], rows));
+    Ok(0)
+}
+
+/// One envoy's copy: what it holds, or for a deleted copy the version it last had.
+fn row(user: &str, file: &File, e: &EnvoyFile) -> Vec<String> {
+    let mut state = e.state.clone();
+    if let Some(p) = file.pending.iter().find(|p| p.target == e.envoy) {
+        state.push_str(&format!(", fetching from {}", p.source));
+    }
+    let version = e.held.as_ref().or(e.seen.as_ref());
+    vec![
+        user.to_string(),
+        file.name.clone(),
+        e.envoy.clone(),
+        state,
+        version.map_or_else(|| "-".into(), |v| v.sha256.chars().take(12).collect()),
+        version.map_or_else(|| "-".into(), |v| output::when(v.mtime.div_euclid(1_000_000_000))),
+    ]
+}

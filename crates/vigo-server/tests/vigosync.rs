@@ -1,0 +1,248 @@
+//! End-to-end vigosync: real `vigo` daemons in namespace hosts with real users whose
+//! uids differ per host, syncing through the real swarm transport, coordinated by a
+//! real `vigosrv`.
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod common;
+
+use common::{World, bin, stderr};
+use vigo_testkit::{Host, Process, wait_for};
+
+/// How long a file may take to reach another envoy here (a check-in cycle is 15 s;
+/// the watch and the server's push make it much faster, but tests never time it).
+const LANDS: Duration = Duration::from_secs(30);
+
+struct Sync {
+    w: World,
+    hosts: Vec<(Host, Process)>,
+}
+
+/// (user, uid) per host: the same user has a different uid (and group) on each.
+const USERS: &[(&str, &[(&str, u32)])] = &[
+    ("h1", &[("alice", 2001), ("bob", 3001)]),
+    ("h2", &[("alice", 2102), ("carol", 4002)]),
+    ("h3", &[("alice", 2203), ("bob", 3203)]),
+    // alice exists on h4 but has not opted in.
+    ("h4", &[("alice", 2304)]),
+];
+
+impl Sync {
+    fn new(label: &str) -> Self {
+        let w = World::new(label);
+        let mut hosts = Vec::new();
+        for (name, users) in USERS {
+            let host = w.enrolled_agent(name);
+            for (user, uid) in *users {
+                host.add_user(user, *uid, *uid).expect("add user");
+                if *name != "h4" {
+                    let dir = host.path(format!("/home/{user}/vigosync"));
+                    std::fs::create_dir(&dir).expect("vigosync dir");
+                    std::os::unix::fs::chown(&dir, Some(*uid), Some(*uid)).expect("chown vigosync");
+                }
+            }
+            let daemon = host.spawn(bin("vigo"), ["run"]).expect("start vigo run");
+            hosts.push((host, daemon));
+        }
+        for (host, _) in &hosts {
+            host.wait_tcp(vigo_swarm::SWARM_PORT, Duration::from_secs(30)).expect("peer server up");
+        }
+        Sync { w, hosts }
+    }
+
+    fn host(&self, name: &str) -> &Host {
+        &self.hosts.iter().find(|(h, _)| h.name() == name).expect("host").0
+    }
+
+    fn uid(host: &str, user: &str) -> u32 {
+        let (_, users) = USERS.iter().find(|(h, _)| *h == host).expect("host");
+        users.iter().find(|(u, _)| *u == user).expect("user").1
+    }
+
+    fn path(&self, host: &str, user: &str, name: &str) -> PathBuf {
+        self.host(host).path(format!("/home/{user}/vigosync/{name}"))
+    }
+
+    /// Writes a file as the user would: hidden temp name, owned by the user, mtime
+    /// set, then renamed into place (so it appears whole).
+    fn put(&self, host: &str, user: &str, name: &str, content: &[u8], mtime: i64) {
+        let uid = Self::uid(host, user);
+        let dest = self.path(host, user, name);
+        let tmp = dest.with_file_name(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).expect("write");
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(uid)).expect("chown");
+        set_mtime(&tmp, mtime);
+        std::fs::rename(&tmp, &dest).expect("rename into place");
+    }
+
+    fn read(&self, host: &str, user: &str, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.path(host, user, name)).ok()
+    }
+
+    fn wait_content(&self, host: &str, user: &str, name: &str, content: &[u8]) {
+        let what = format!("{user}/{name} on {host}");
+        let r = wait_for(&what, LANDS, || self.read(host, user, name).as_deref() == Some(content));
+        if r.is_err() {
+            panic!("{what} never arrived\n{}", self.logs());
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = format!("--- server\n{}", self.w.server_log());
+        for (h, p) in &self.hosts {
+            out.push_str(&format!("\n--- {}\n{}", h.name(), p.log()));
+        }
+        out
+    }
+
+    fn status(&self, host: &str) -> serde_json::Value {
+        let out = self.host(host).run(bin("vigo"), ["status", "--json"]).expect("vigo status");
+        assert!(out.status.success(), "vigo status: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// Makes every envoy check in (a new, unrelated file for carol on h2 changes
+    /// nothing for the others), then waits for the server to have seen h1's state.
+    fn settle(&self) {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn set_mtime(path: &std::path::Path, mtime_ns: i64) {
+    let f = std::fs::File::options().write(true).open(path).expect("open for times");
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).expect("positive"));
+    f.set_times(std::fs::FileTimes::new().set_modified(t)).expect("set mtime");
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+}
+
+const T0: i64 = 1_750_000_000_123_456_789;
+
+#[test]
+fn files_reach_the_same_user_everywhere_with_local_ownership_and_the_senders_mtime() {
+    let s = Sync::new("vsync-basic");
+    s.put("h1", "alice", "notes.txt", b"alice v1\n", T0);
+    s.put("h1", "bob", "bob.txt", b"bob's\n", T0);
+    for host in ["h2", "h3"] {
+        s.wait_content(host, "alice", "notes.txt", b"alice v1\n");
+        let meta = std::fs::symlink_metadata(s.path(host, "alice", "notes.txt")).expect("meta");
+        let uid = Sync::uid(host, "alice");
+        assert_eq!((meta.uid(), meta.gid()), (uid, uid), "{host}: owned by alice as {host} defines her");
+        assert_eq!(mtime_ns(&meta), T0, "{host}: the sender's mtime, to the nanosecond");
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o022, 0, "{host}: not group/world writable");
+    }
+    s.wait_content("h3", "bob", "bob.txt", b"bob's\n");
+    s.settle();
+    // bob does not exist on h2; alice on h4 has not opted in; carol has nothing.
+    assert!(!s.host("h2").path("/home/bob").exists(), "nothing written for bob on h2");
+    assert!(!s.host("h4").path("/home/alice/vigosync").exists(), "h4's opt-in dir is never created");
+    assert_eq!(std::fs::read_dir(s.host("h2").path("/home/carol/vigosync")).expect("carol").count(), 0);
+
+    // The fleet-wide view names every holder.
+    let view: serde_json::Value =
+        serde_json::from_str(&s.w.cli_ok(&["swarm", "sync", "status", "--user", "alice", "--json"])).expect("json");
+    let text = view.to_string();
+    for host in ["h1", "h2", "h3"] {
+        assert!(text.contains(host), "{host} in the sync view: {text}");
+    }
+    assert!(!text.contains("h4"), "h4 holds nothing: {text}");
+
+    // A newer version on h2 wins everywhere.
+    s.put("h2", "alice", "notes.txt", b"alice v2 from h2\n", T0 + 10_000_000_000);
+    for host in ["h1", "h3"] {
+        s.wait_content(host, "alice", "notes.txt", b"alice v2 from h2\n");
+    }
+    // An older copy written late on h3 is replaced by the newer one, never spread.
+    s.put("h3", "alice", "notes.txt", b"stale\n", T0 + 5_000_000_000);
+    s.wait_content("h3", "alice", "notes.txt", b"alice v2 from h2\n");
+    for host in ["h1", "h2"] {
+        assert_eq!(s.read(host, "alice", "notes.txt").as_deref(), Some(&b"alice v2 from h2\n"[..]), "{host}");
+    }
+
+    // A delete stays local and is not undone.
+    std::fs::remove_file(s.path("h1", "alice", "notes.txt")).expect("delete on h1");
+    s.put("h1", "alice", "other.txt", b"wakes everyone\n", T0);
+    s.wait_content("h2", "alice", "other.txt", b"wakes everyone\n");
+    s.wait_content("h3", "alice", "other.txt", b"wakes everyone\n");
+    s.settle();
+    assert!(s.read("h1", "alice", "notes.txt").is_none(), "h1 does not get its deleted file back\n{}", s.logs());
+    for host in ["h2", "h3"] {
+        assert!(s.read(host, "alice", "notes.txt").is_some(), "{host} keeps its copy");
+    }
+    // …until someone changes it elsewhere.
+    s.put("h3", "alice", "notes.txt", b"alice v3 from h3\n", T0 + 20_000_000_000);
+    s.wait_content("h1", "alice", "notes.txt", b"alice v3 from h3\n");
+    s.wait_content("h2", "alice", "notes.txt", b"alice v3 from h3\n");
+}
+
+#[test]
+fn unsyncable_entries_are_skipped_and_reported_with_their_reason() {
+    let s = Sync::new("vsync-skip");
+    let dir = s.host("h1").path("/home/alice/vigosync");
+    let uid = Sync::uid("h1", "alice");
+    std::fs::write(dir.join(".hidden"), b"dot").expect("dotfile");
+    std::fs::create_dir(dir.join("subdir")).expect("subdir");
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).expect("symlink");
+    let big = std::fs::File::create(dir.join("big.bin")).expect("big");
+    big.set_len(vigo_swarm::sync::MAX_FILE_SIZE + 1).expect("sparse 100 MB + 1");
+    for name in [".hidden", "subdir", "big.bin"] {
+        std::os::unix::fs::chown(dir.join(name), Some(uid), Some(uid)).expect("chown");
+    }
+    s.put("h1", "alice", "ok.txt", b"fine\n", T0);
+    s.wait_content("h2", "alice", "ok.txt", b"fine\n");
+    let status = s.status("h1");
+    let skipped = &status["vigosync"]["users"]["alice"]["skipped"];
+    let reasons: Vec<(String, String)> = skipped
+        .as_array()
+        .expect("skipped list")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap_or("").to_string(), e["reason"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for (name, reason) in [(".hidden", "dotfile"), ("subdir", "directory"), ("link", "symlink"), ("big.bin", "too_big")]
+    {
+        assert!(reasons.contains(&(name.to_string(), reason.to_string())), "{name}: {reason} in {reasons:?}");
+    }
+    assert_eq!(status["vigosync"]["users"]["alice"]["files"], 1);
+    for name in [".hidden", "subdir", "link", "big.bin"] {
+        assert!(std::fs::symlink_metadata(s.path("h2", "alice", name)).is_err(), "{name} never leaves h1");
+    }
+    // People see it too.
+    let out = s.host("h1").run(bin("vigo"), ["status"]).expect("vigo status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("skipped big.bin (too_big)"), "{text}");
+}
+
+#[test]
+fn a_local_user_cannot_redirect_a_delivery_outside_their_directory() {
+    let s = Sync::new("vsync-attack");
+    // On h2, alice replaces her vigosync dir with a symlink to /etc.
+    let h2 = s.host("h2");
+    let real = h2.path("/home/alice/vigosync");
+    std::fs::remove_dir(&real).expect("remove dir");
+    std::os::unix::fs::symlink("/etc", &real).expect("symlink to /etc");
+    // On h3, she pre-creates the target name as a symlink to a root-owned file and
+    // as a hard link to another.
+    let h3 = s.host("h3");
+    let victim = h3.path("/etc/vigo-victim");
+    std::fs::write(&victim, b"root's\n").expect("victim");
+    std::os::unix::fs::symlink("/etc/vigo-victim", s.path("h3", "alice", "passwd")).expect("symlink name");
+    std::fs::hard_link(&victim, s.path("h3", "alice", "hosts")).expect("hard link name");
+    let etc_passwd = std::fs::read(h2.path("/etc/passwd")).expect("h2 passwd");
+
+    s.put("h1", "alice", "passwd", b"owned\n", T0);
+    s.put("h1", "alice", "hosts", b"owned too\n", T0);
+    s.wait_content("h3", "alice", "passwd", b"owned\n");
+    s.wait_content("h3", "alice", "hosts", b"owned too\n");
+    s.settle();
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"root's\n", "never written through a link");
+    assert!(std::fs::symlink_metadata(s.path("h3", "alice", "passwd")).expect("meta").file_type().is_file());
+    assert_eq!(std::fs::read(h2.path("/etc/passwd")).expect("h2 passwd"), etc_passwd, "h2's /etc untouched");
+    assert!(!h2.path("/etc/hosts.vigosync").exists());
+    let status = s.status("h2");
+    assert!(status["vigosync"]["users"]["alice"]["problem"].is_string(), "the symlinked dir is reported: {status}");
+}

@@ -1,0 +1,6 @@
+-- The age X25519 recipient an envoy registered at enrollment (PostgreSQL). Keep it
+-- equivalent to migrations/sqlite/0004_age_recipient.sql.
+-- Secrets in an envoy's bundles are sealed to it; envoys enrolled before it existed
+-- have none (NULL) and receive bundles without secret values until they re-enroll.
+
+ALTER TABLE envoys ADD COLUMN age_recipient TEXT;
