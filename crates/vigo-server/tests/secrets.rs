@@ -262,7 +262,12 @@ fn a_secret_reaches_its_file_and_nowhere_else_and_rotates() {
     let places = everywhere_offline(&w, &web1, &agent_log);
     assert_nowhere(&places, &value);
     assert_nowhere(&places, &rotated);
+    // After a restart the stored bundle is served again: same version, same file.
+    let version = policy_version(&web1);
     w.start();
+    run_once(&web1);
+    assert_eq!(policy_version(&web1), version, "the stored bundle was reloaded, not rebuilt");
+    assert_eq!(std::fs::read_to_string(web1.path(TARGET)).expect("target"), rotated);
 
     // A secret file others may read fails the publish, naming file and mode; nothing changes.
     let versions = w.cli_ok(&["versions", "list", "--json"]);
