@@ -70,6 +70,7 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
                 }
                 if let Some(s) = &swarm {
                     s.dispatch(c.orders);
+                    s.record_outgoing();
                 }
                 c.interval_secs
             }

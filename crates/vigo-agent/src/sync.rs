@@ -120,6 +120,9 @@ pub struct SyncStatus {
     pub users: BTreeMap<String, UserStatus>,
     /// Transfers ordered to this envoy that have not landed yet, by "user/name@sha".
     pub incoming: BTreeMap<String, Incoming>,
+    /// Transfers this envoy's peer server was serving at its last check-in.
+    #[serde(default)]
+    pub outgoing: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -179,7 +182,7 @@ pub struct Swarm {
     fetcher: Arc<Fetcher>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
-    peer: Option<PeerServer>,
+    peer: Option<(PeerServer, Arc<PeerState>)>,
 }
 
 impl Swarm {
@@ -204,10 +207,12 @@ impl Swarm {
         let creds = Credentials::load(paths)?;
         let tls = vigo_swarm::tls::server_tls(&creds.ca, &creds.cert, &creds.key, vigo_pki::RevocationList::new())?;
         let accounts: Arc<dyn vigo_swarm::accounts::Accounts> = Arc::new(PasswdFile::system());
-        let state = PeerState::new(creds.name, creds.server_key)
-            .with_source("vigosync", Arc::new(VigosyncSource::new(accounts, cache)));
-        match PeerServer::bind(listen, tls, Arc::new(state)).await {
-            Ok(peer) => swarm.peer = Some(peer),
+        let state = Arc::new(
+            PeerState::new(creds.name, creds.server_key)
+                .with_source("vigosync", Arc::new(VigosyncSource::new(accounts, cache))),
+        );
+        match PeerServer::bind(listen, tls, state.clone()).await {
+            Ok(peer) => swarm.peer = Some((peer, state)),
             Err(e) => tracing::error!(error = %e, "swarm peer server not started; this envoy serves no files"),
         }
         Ok(swarm)
@@ -260,9 +265,15 @@ impl Swarm {
         handles
     }
 
+    /// Records how many transfers the peer server is serving (for `vigo status`).
+    pub fn record_outgoing(&self) {
+        let active = self.peer.as_ref().map_or(0, |(_, state)| state.active_transfers());
+        update_status(&self.paths, |s| s.outgoing = active);
+    }
+
     /// Stops the peer server (running transfers get a grace period).
     pub async fn shutdown(self) {
-        if let Some(peer) = self.peer
+        if let Some((peer, _)) = self.peer
             && let Err(e) = peer.shutdown().await
         {
             tracing::warn!(error = %e, "swarm peer server shutdown");

@@ -41,8 +41,8 @@ pub use token::{NewToken, TokenError};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
-/// Lowercase hex, the form every fingerprint and digest takes in this crate.
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+/// Lowercase hex, the form every fingerprint and digest takes in Vigo.
+pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

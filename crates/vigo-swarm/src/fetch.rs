@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, futimens};
@@ -32,9 +31,8 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 use vigo_pki::PublicKey;
 use vigo_proto::FetchRequest;
 use vigo_proto::swarm_client::SwarmClient;
@@ -365,17 +363,7 @@ pub async fn connect_peer(
     let fail = |detail: String| FetchError::Connect { peer: name.to_string(), addr, detail };
     let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
         .map_err(|e| fail(format!("not an envoy name: {e}")))?;
-    let connector = TlsConnector::from(tls);
-    let service = tower::service_fn(move |_: Uri| {
-        let connector = connector.clone();
-        let server_name = server_name.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    });
+    let service = vigo_proto::tls_connect::connector(tls, server_name, addr.to_string());
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| fail(e.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -385,7 +373,7 @@ pub async fn connect_peer(
         .keep_alive_timeout(Duration::from_secs(20))
         .connect_with_connector(service)
         .await
-        .map_err(|e| fail(error_chain(&e)))?;
+        .map_err(|e| fail(vigo_proto::error_chain(&e)))?;
     Ok(SwarmClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
@@ -782,15 +770,4 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn now_unix() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(source) = cur {
-        out.push_str(": ");
-        out.push_str(&source.to_string());
-        cur = source.source();
-    }
-    out
 }

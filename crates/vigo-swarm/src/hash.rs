@@ -45,13 +45,7 @@ pub enum HashError {
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
+    vigo_pki::hex_lower(bytes)
 }
 
 /// Whether `text` is a SHA-256 as vigosync writes it: 64 lowercase hex digits.

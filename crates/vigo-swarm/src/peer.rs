@@ -65,6 +65,7 @@ pub struct PeerState {
     pub server_key: PublicKey,
     sources: BTreeMap<String, Arc<dyn ContentSource>>,
     permits: Arc<Semaphore>,
+    max_transfers: usize,
     #[doc(hidden)]
     pub hooks: TestHooks,
 }
@@ -76,6 +77,7 @@ impl PeerState {
             server_key,
             sources: BTreeMap::new(),
             permits: Arc::new(Semaphore::new(DEFAULT_MAX_TRANSFERS)),
+            max_transfers: DEFAULT_MAX_TRANSFERS,
             hooks: TestHooks::default(),
         }
     }
@@ -91,7 +93,15 @@ impl PeerState {
     #[must_use]
     pub fn with_max_transfers(mut self, max: usize) -> Self {
         self.permits = Arc::new(Semaphore::new(max.max(1)));
+        self.max_transfers = max.max(1);
         self
+    }
+}
+
+impl PeerState {
+    /// Transfers being served right now.
+    pub fn active_transfers(&self) -> usize {
+        self.max_transfers.saturating_sub(self.permits.available_permits())
     }
 }
 

@@ -603,6 +603,7 @@ async fn transfers_beyond_the_limit_are_told_to_wait() {
     };
     let mut held = client.fetch(request()).await.expect("first transfer").into_inner();
     held.message().await.expect("first chunk").expect("a chunk");
+    assert_eq!(fleet.state.active_transfers(), 1, "the held transfer is counted");
     let status = fleet.raw_fetch("h2", &signed).await.expect_err("second transfer");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     drop(held);

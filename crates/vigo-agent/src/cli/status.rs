@@ -94,8 +94,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 fn print_vigosync(v: &Value) {
     let users = v["users"].as_object().filter(|u| !u.is_empty());
+    let outgoing = v["outgoing"].as_u64().unwrap_or(0);
     let incoming = v["incoming"].as_object().filter(|i| !i.is_empty());
-    if users.is_none() && incoming.is_none() {
+    if users.is_none() && incoming.is_none() && outgoing == 0 {
         println!("vigosync:        no user has ~/vigosync");
         return;
     }
@@ -124,5 +125,8 @@ fn print_vigosync(v: &Value) {
             Some(e) => println!("  incoming {what}: failed ({e})"),
             None => println!("  incoming {what}: {}", i["state"].as_str().unwrap_or("?")),
         }
+    }
+    if outgoing > 0 {
+        println!("  outgoing: {outgoing} transfers being served at the last check-in");
     }
 }
