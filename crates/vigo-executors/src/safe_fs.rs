@@ -271,6 +271,50 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Creates `name` in `dir` as a new, empty file for writing in place (a resumable
+/// download): `O_EXCL|O_NOFOLLOW`, so any existing entry, a symlink included, is an
+/// `EEXIST` error and nothing is opened through it; owner and mode (default 0600) are
+/// set on the open handle.
+pub fn create_new_at(dir: impl AsFd, name: &str, attrs: Attrs, shown: &Path) -> Result<File> {
+    check_name(name)?;
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let file = File::from(openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map_err(sys(shown))?);
+    if attrs.uid.is_some() || attrs.gid.is_some() {
+        fchown(&file, attrs.uid.map(Uid::from_raw), attrs.gid.map(Gid::from_raw)).map_err(sys(shown))?;
+    }
+    fchmod(&file, Mode::from_bits_truncate(attrs.mode.unwrap_or(0o600))).map_err(sys(shown))?;
+    Ok(file)
+}
+
+/// Opens `name` in `dir` when it is a regular file, with its metadata read from the
+/// handle itself (so a swap after the open is seen): never through a symlink, never
+/// blocking on a FIFO. `None` when the name is missing or is anything else.
+pub fn open_regular_at(dir: impl AsFd, name: &str, writable: bool, shown: &Path) -> Result<Option<(File, FileStat)>> {
+    check_name(name)?;
+    let access = if writable { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+    let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::ENXIO | Errno::EISDIR) => return Ok(None),
+        Err(errno) => return Err(SafeFsError::Sys { path: shown.to_path_buf(), errno }),
+    };
+    let st = fstat(&fd).map_err(sys(shown))?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Ok(None);
+    }
+    Ok(Some((File::from(fd), st)))
+}
+
+/// Renames `from` over `to` within `dir` (the entry at `to` is replaced, never written
+/// through) and fsyncs the directory so the new name survives a crash.
+pub fn rename_durably_at(dir: impl AsFd, from: &str, to: &str, shown: &Path) -> Result<()> {
+    check_name(from)?;
+    check_name(to)?;
+    let dir = dir.as_fd();
+    renameat(dir, from, dir, to).map_err(sys(shown))?;
+    fsync(dir).map_err(sys(shown))
+}
+
 /// Removes the non-directory `name` from `dir` (a symlink is removed, never followed).
 pub fn remove_at(dir: impl AsFd, name: &str, shown: &Path) -> Result<()> {
     check_name(name)?;
@@ -455,6 +499,34 @@ mod tests {
         assert_eq!(read_at(&dir, "real", Path::new("real"), 10).expect("read"), Some(b"x".to_vec()));
         assert_eq!(read_at(&dir, "absent", Path::new("absent"), 10).expect("read"), None);
         assert!(matches!(read_at(&dir, "real", Path::new("real"), 0), Err(SafeFsError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn in_place_writes_never_go_through_links_fifos_or_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        symlink(&victim, tmp.path().join("link")).expect("symlink");
+        nix::unistd::mkfifo(&tmp.path().join("fifo"), Mode::from_bits_truncate(0o600)).expect("fifo");
+        std::fs::create_dir(tmp.path().join("sub")).expect("dir");
+        std::fs::write(tmp.path().join("real"), "x").expect("real");
+        let dir = open_dir(tmp.path()).expect("open");
+        let shown = Path::new("t");
+        for name in ["link", "fifo", "sub", "absent"] {
+            assert!(open_regular_at(&dir, name, true, shown).expect(name).is_none(), "{name}");
+        }
+        let (_, st) = open_regular_at(&dir, "real", false, shown).expect("real").expect("a regular file");
+        assert_eq!(st.st_size, 1);
+        for name in ["link", "fifo", "sub", "real"] {
+            let err = create_new_at(&dir, name, Attrs::default(), shown).expect_err(name);
+            assert!(matches!(err, SafeFsError::Sys { errno: Errno::EEXIST, .. }), "{name}: {err}");
+        }
+        let mut new = create_new_at(&dir, "new", Attrs { mode: Some(0o640), ..Attrs::default() }, shown).expect("new");
+        new.write_all(b"fresh").expect("write");
+        assert_eq!(std::fs::metadata(tmp.path().join("new")).expect("meta").mode() & 0o7777, 0o640);
+        rename_durably_at(&dir, "new", "link", shown).expect("rename over the link");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep", "the link's target is untouched");
+        assert_eq!(std::fs::read_to_string(tmp.path().join("link")).expect("replaced"), "fresh");
     }
 
     #[test]

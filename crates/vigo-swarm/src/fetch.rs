@@ -25,14 +25,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, futimens};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
+use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use vigo_executors::safe_fs::{self, SafeFsError};
 use vigo_pki::PublicKey;
 use vigo_proto::FetchRequest;
 use vigo_proto::swarm_client::SwarmClient;
@@ -96,6 +97,8 @@ pub enum FetchError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error(transparent)]
+    Fs(#[from] SafeFsError),
     #[error("fetch task failed: {0}")]
     Task(String),
 }
@@ -573,15 +576,12 @@ fn local_version(
     }
     // Checked again on the handle: a swap after the stat yields `Replaceable`. No size
     // limit here: a big local file is still the user's, and may be the newer version.
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let Ok(fd) = openat(dir.as_fd(), order.name.as_str(), flags, Mode::empty()) else {
+    let Ok(Some((file, st))) = safe_fs::open_regular_at(dir, order.name.as_str(), false, target) else {
         return Ok(Local::Replaceable);
     };
-    let st = fstat(&fd).map_err(|errno| FetchError::Sys { path: target.to_path_buf(), errno })?;
-    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG || st.st_uid != account.uid {
+    if st.st_uid != account.uid {
         return Ok(Local::Replaceable);
     }
-    let file = File::from(fd);
     let key = FileKey::of(&st);
     let mode = st.st_mode & 0o777;
     // The hash decides only when the content could be the same or the mtimes tie, and
@@ -653,12 +653,11 @@ fn open_part(dir: &OwnedFd, name: &str, account: &Account, path: &Path) -> Resul
     };
     match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if usable(&st) => {
-            let flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-            if let Ok(fd) = openat(dir.as_fd(), name, flags, Mode::empty()) {
-                let now = fstat(&fd).map_err(sys)?;
-                if usable(&now) && (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) {
-                    return Ok((File::from(fd), u64::try_from(now.st_size).unwrap_or(0)));
-                }
+            if let Ok(Some((file, now))) = safe_fs::open_regular_at(dir, name, true, path)
+                && usable(&now)
+                && (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+            {
+                return Ok((file, u64::try_from(now.st_size).unwrap_or(0)));
             }
         }
         Ok(_) | Err(Errno::ENOENT) => {}
@@ -671,16 +670,12 @@ fn open_part(dir: &OwnedFd, name: &str, account: &Account, path: &Path) -> Resul
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(errno) => return Err(sys(errno)),
         }
-        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
-            Ok(fd) => {
-                fchown(&fd, Some(Uid::from_raw(account.uid)), Some(Gid::from_raw(account.gid))).map_err(sys)?;
-                fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(sys)?;
-                return Ok((File::from(fd), 0));
-            }
+        let attrs = safe_fs::Attrs { uid: Some(account.uid), gid: Some(account.gid), mode: Some(0o600) };
+        match safe_fs::create_new_at(dir, name, attrs, path) {
+            Ok(file) => return Ok((file, 0)),
             // Someone put something there again between the unlink and the create.
-            Err(Errno::EEXIST) => continue,
-            Err(errno) => return Err(sys(errno)),
+            Err(SafeFsError::Sys { errno: Errno::EEXIST, .. }) => continue,
+            Err(e) => return Err(FetchError::Fs(e)),
         }
     }
     Err(FetchError::Raced { path: path.to_path_buf() })
@@ -745,9 +740,7 @@ fn finalize(
     set_mtime(&file, order.mtime, &path)?;
     fchmod(&file, Mode::from_bits_truncate(mode)).map_err(sys)?;
     fsync(&file).map_err(sys)?;
-    renameat(dir.as_fd(), part_name.as_str(), dir.as_fd(), order.name.as_str())
-        .map_err(|errno| FetchError::Sys { path: target.clone(), errno })?;
-    fsync(&dir).map_err(|errno| FetchError::Sys { path: target.clone(), errno })?;
+    safe_fs::rename_durably_at(&dir, part_name.as_str(), order.name.as_str(), &target)?;
     // The part's name is the user's to change; make sure the rename moved our file.
     let placed = fstatat(dir.as_fd(), order.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|errno| FetchError::Sys { path: target.clone(), errno })?;
