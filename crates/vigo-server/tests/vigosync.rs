@@ -103,8 +103,8 @@ impl Sync {
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
-    /// Makes every envoy check in (a new, unrelated file for carol on h2 changes
-    /// nothing for the others), then waits for the server to have seen h1's state.
+    /// Gives a delivery that should not happen time to happen (early check-ins take
+    /// well under a second here) before asserting its absence.
     fn settle(&self) {
         std::thread::sleep(Duration::from_secs(2));
     }
