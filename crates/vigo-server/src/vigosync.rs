@@ -42,6 +42,10 @@ const RESIGN_BEFORE_SECS: i64 = ORDER_TTL_SECS / 2;
 /// The `kind` of vigosync transfer orders.
 pub const ORDER_KIND: &str = "vigosync";
 
+/// A source silent for longer than this is probably gone: a target's deliveries that
+/// wait on it are planned again, so a holder that still checks in takes over.
+const STALE_SOURCE_SECS: i64 = 90;
+
 /// Most orders one check-in response carries; the rest follow at the next check-ins.
 pub const MAX_ORDERS_PER_CHECKIN: usize = 1024;
 
@@ -447,6 +451,14 @@ impl Vigosync {
             out.poke.retain(|target| target != name);
             self.active.store(state.planner.is_active(), Ordering::Release);
         }
+        let stale = stale_sources(&state, name, now);
+        if !stale.is_empty() {
+            for target in replan(&mut state, &stale, now) {
+                if target != name && !out.poke.contains(&target) {
+                    out.poke.push(target);
+                }
+            }
+        }
         out.orders = self.orders_for(&mut state, name, now);
         out
     }
@@ -502,6 +514,19 @@ impl Vigosync {
         // could panic, so a poisoned lock still guards usable data.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Users whose deliveries to `target` wait on a source that stopped checking in.
+fn stale_sources(state: &State, target: &str, now: i64) -> BTreeSet<String> {
+    let Some(pending) = state.pending.get(target) else { return BTreeSet::new() };
+    pending
+        .values()
+        .filter(|p| {
+            let last = state.planner.envoy(&p.delivery.source).and_then(|e| e.last_checkin);
+            last.is_none_or(|t| now - t > STALE_SOURCE_SECS)
+        })
+        .map(|p| p.delivery.user.clone())
+        .collect()
 }
 
 fn order_of(d: &Delivery, expires_at: i64) -> TransferOrder {
@@ -1021,6 +1046,29 @@ mod tests {
         assert_eq!(status.users.len(), 1);
         let envoys: Vec<&str> = status.users[0].files[0].envoys.iter().map(|e| e.envoy.as_str()).collect();
         assert_eq!(envoys, ["h2"], "revoked envoys are left out");
+    }
+
+    #[test]
+    fn a_silent_source_is_replaced_by_a_holder_that_still_checks_in() {
+        let key = Arc::new(SigningKey::generate());
+        let sync = Vigosync::new(key.clone(), [], Vec::new());
+        let file = v("a.txt", 10, "aa");
+        let holds = traits(&["alice"], &[("alice", vec![file.clone()])]);
+        sync.check_in("h2", Some(&holds), ip(2), 1, 100);
+        sync.check_in("h1", Some(&holds), ip(1), 1, 101);
+        sync.check_in("h3", Some(&traits(&["alice"], &[("alice", vec![])])), ip(3), 1, 102);
+        let source = |at: i64| {
+            let out = sync.check_in("h3", None, ip(3), 1, at);
+            out.orders[0].verify(&key.public_key(), at).expect("valid order").source
+        };
+        assert_eq!(source(103), "h1", "the most recent holder");
+        // h1 falls silent while h2 keeps checking in: h3's order moves to h2.
+        sync.check_in("h2", None, ip(2), 1, 150);
+        assert_eq!(source(150), "h1", "not yet stale");
+        sync.check_in("h2", None, ip(2), 1, 101 + STALE_SOURCE_SECS + 1);
+        assert_eq!(source(101 + STALE_SOURCE_SECS + 1), "h2");
+        // With every holder silent, the most recent one stays the source.
+        assert_eq!(source(101 + 10 * STALE_SOURCE_SECS), "h2");
     }
 
     #[test]
