@@ -21,13 +21,13 @@ use anyhow::Context as _;
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use vigo_proto::agent_client::AgentClient;
 use vigo_proto::{CheckInBody, Signed, check_in_response};
 
 use crate::harness::{self, Envoy, Server};
 use crate::procfs;
 use crate::report::{Latency, ProcessUse, Report, TARGET_P99_MS, TARGET_PER_SEC};
+use crate::whole_body::WholeBody;
 
 /// The rate the default interval aims at: a little above the target.
 const DEFAULT_OFFERED_PER_SEC: u64 = 8000;
@@ -284,7 +284,7 @@ struct AgentState {
     policy_version: String,
     traits_sent: bool,
     report_seq: u64,
-    client: Option<AgentClient<Channel>>,
+    client: Option<AgentClient<WholeBody>>,
 }
 
 impl Simulated {
@@ -328,10 +328,16 @@ impl Simulated {
         tally
     }
 
-    async fn connect(&self) -> Result<AgentClient<Channel>, Failure> {
-        vigo_agent::client::connect("127.0.0.1", self.port, self.envoy.tls.clone())
-            .await
-            .map_err(|e| Failure { kind: "connect".into(), message: format!("{e:#}") })
+    /// Connects as the agent does (mutual TLS, the same deadlines), through
+    /// [`WholeBody`], the generator's lean channel.
+    async fn connect(&self) -> Result<AgentClient<WholeBody>, Failure> {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let channel =
+            WholeBody::connect("127.0.0.1", addr.clone(), self.envoy.tls.clone()).await.map_err(|e| Failure {
+                kind: "connect".into(),
+                message: format!("cannot connect to {addr}: {}", vigo_proto::error_chain(&*e)),
+            })?;
+        Ok(AgentClient::new(channel))
     }
 
     async fn check_in(&self, state: &mut AgentState, reconnect: bool) -> Result<Answer, Failure> {

@@ -9,6 +9,7 @@ mod harness;
 mod procfs;
 mod report;
 mod vigosync;
+mod whole_body;
 
 use std::path::PathBuf;
 use std::time::Duration;

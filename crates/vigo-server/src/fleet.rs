@@ -81,16 +81,21 @@ impl FleetIndex {
     /// traits and cached on the envoy until the policy or its traits change.
     pub fn bundle_for(&self, name: &str) -> Option<Arc<SignedBundle>> {
         let policy = self.policy()?;
-        let envoy = self.get(name)?;
-        if let Some((number, b)) = &envoy.bundle
-            && *number == policy.number
-        {
-            return Some(b.clone());
-        }
+        // Every check-in asks; the cached answer is read without copying the envoy.
+        let (traits, age_recipient) = {
+            let envoys = self.read();
+            let envoy = envoys.get(name)?;
+            if let Some((number, b)) = &envoy.bundle
+                && *number == policy.number
+            {
+                return Some(b.clone());
+            }
+            (envoy.traits.clone(), envoy.age_recipient.clone())
+        };
         let empty = Value::Object(Default::default());
-        let traits = envoy.traits.as_deref().unwrap_or(&empty);
+        let traits = traits.as_deref().unwrap_or(&empty);
         let modules = policy.assignments.modules_for(name, traits);
-        let bundle = policy.bundle_for(&modules, name, envoy.age_recipient.as_deref());
+        let bundle = policy.bundle_for(&modules, name, age_recipient.as_deref());
         self.update(name, |e| e.bundle = Some((policy.number, bundle.clone())));
         Some(bundle)
     }

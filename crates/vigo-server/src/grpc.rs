@@ -304,7 +304,7 @@ impl AgentService {
             Some(bytes) => {
                 let v: serde_json::Value =
                     serde_json::from_slice(bytes).map_err(|_| Status::invalid_argument("traits are not JSON"))?;
-                Some((Arc::new(v), String::from_utf8_lossy(bytes).to_string()))
+                Some((Arc::new(v), String::from_utf8_lossy(bytes).into_owned()))
             }
             None => None,
         };
@@ -321,7 +321,12 @@ impl AgentService {
             (None, Some((seq, json))) => (seq, Some(json)),
             (None, None) => (0, None),
         };
-        let report = report.map(|r| String::from_utf8_lossy(r).to_string());
+        // Checked here so that one envoy's bad report is refused with its check-in
+        // instead of failing the batched write it would share with other envoys.
+        if report.is_some_and(|r| serde_json::from_slice::<serde::de::IgnoredAny>(r).is_err()) {
+            return Err(refuse_body(&name, "report is not JSON"));
+        }
+        let report = report.map(|r| String::from_utf8_lossy(r).into_owned());
         let report_seq = i64::try_from(report_seq).unwrap_or(i64::MAX);
         let send_traits = self
             .server

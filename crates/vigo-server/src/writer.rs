@@ -50,6 +50,7 @@ impl Writer {
 
 async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut backlog = false;
     loop {
         let first = tokio::select! {
             op = rx.recv() => op,
@@ -57,13 +58,19 @@ async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, mut stopped: tokio::
         };
         let Some(first) = first else { break };
         batch.push(first);
-        let deadline = tokio::time::Instant::now() + LINGER;
+        // The batch gathers in the channel while this task sleeps: waiting on the
+        // channel instead would wake the task for every check-in. A backlog that
+        // already fills a batch is written at once.
+        if !backlog {
+            tokio::time::sleep(LINGER).await;
+        }
         while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(op)) => batch.push(op),
-                Ok(None) | Err(_) => break,
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
             }
         }
+        backlog = batch.len() >= MAX_BATCH;
         write(&store, &mut batch).await;
     }
     // Stopping: everything already queued is written before the task ends.

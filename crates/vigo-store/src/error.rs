@@ -54,6 +54,10 @@ pub enum StoreError {
     #[error("{table} row {key:?} already exists")]
     Conflict { table: &'static str, key: String },
 
+    /// A value bound for a JSON column is not JSON; nothing of its batch was written.
+    #[error("{table} row {key:?}: {column} is not JSON")]
+    NotJson { table: &'static str, key: String, column: &'static str },
+
     /// A bundle handed to `insert_version` belongs to another version.
     #[error("bundle {set_key:?} carries version number {bundle} but is inserted with version {version}")]
     BundleMismatch { version: i64, bundle: i64, set_key: String },

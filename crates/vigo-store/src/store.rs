@@ -275,15 +275,20 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        // The report columns change only for a newer sequence number; a NULL number
-        // (no report) compares as unknown and keeps them.
-        const CHECK_IN: &str = "UPDATE envoys SET \
-             last_checkin = $2, \
-             policy_version = $3, \
-             traits_json = COALESCE($4, traits_json), \
-             last_report_json = CASE WHEN $5 > report_seq THEN $6 ELSE last_report_json END, \
-             report_seq = CASE WHEN $5 > report_seq THEN $5 ELSE report_seq END \
-            WHERE name = $1";
+        // Checked before anything is written, so a bad value is named and the batch
+        // refused whole instead of failing inside a statement that covers many envoys.
+        for op in ops {
+            if let WriteOp::CheckIn { envoy, traits_json, report, .. } = op {
+                let bad = |column| StoreError::NotJson { table: ENVOYS, key: envoy.clone(), column };
+                if traits_json.as_deref().is_some_and(|t| !is_json(t)) {
+                    return Err(bad("traits_json"));
+                }
+                if report.as_ref().is_some_and(|(_, r)| !is_json(r)) {
+                    return Err(bad("last_report_json"));
+                }
+            }
+        }
+        let check_ins = merge_check_ins(ops);
         const REPORT: &str = "INSERT INTO reports (envoy, seq, received_at, report_json) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (envoy, seq) DO NOTHING";
         // Seen versions only move forward (row values compare mtime, then hash, as the
@@ -295,24 +300,24 @@ impl Store {
             WHERE (excluded.mtime, excluded.sha256) > (vigosync_seen.mtime, vigosync_seen.sha256)";
         on_pool!(self, p => async {
             let mut tx = p.begin().await.map_err(on_table(ENVOYS, "begin batch on"))?;
+            for chunk in check_ins.chunks(CHECK_INS_PER_STATEMENT) {
+                // Built from constant text and a row count only; every value is bound.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(check_in_sql(chunk.len(), self.backend())));
+                for c in chunk {
+                    query = query
+                        .bind(c.envoy)
+                        .bind(c.at)
+                        .bind(c.policy_version)
+                        .bind(c.traits_json)
+                        .bind(c.report.map(|(seq, _)| seq))
+                        .bind(c.report.map(|(_, json)| json));
+                }
+                let first = chunk.first().map_or("", |c| c.envoy);
+                query.execute(&mut *tx).await.map_err(on_row(ENVOYS, "record check-ins from", first))?;
+            }
             for op in ops {
                 match op {
-                    WriteOp::CheckIn { envoy, at, traits_json, policy_version, report } => {
-                        let (seq, json) = match report {
-                            Some((seq, json)) => (Some(*seq), Some(json)),
-                            None => (None, None),
-                        };
-                        sqlx::query(CHECK_IN)
-                            .bind(envoy)
-                            .bind(*at)
-                            .bind(policy_version)
-                            .bind(traits_json)
-                            .bind(seq)
-                            .bind(json)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(on_row(ENVOYS, "record check-in of", envoy))?;
-                    }
+                    WriteOp::CheckIn { .. } => {}
                     WriteOp::Reports { envoy, at, reports } => {
                         for (seq, json) in reports {
                             sqlx::query(REPORT)
@@ -429,4 +434,100 @@ impl Store {
         on_pool!(self, p => columns::all(sqlx::query(SQL).bind(number).fetch_all(p).await, columns::bundle))
             .map_err(on_row(BUNDLES, "list", &number.to_string()))
     }
+}
+
+/// Envoys updated by one statement: six parameters each, well inside the limits of
+/// both databases, and few statements for a full batch.
+const CHECK_INS_PER_STATEMENT: usize = 200;
+
+/// What a run of check-ins leaves on one envoy's row.
+#[derive(Debug, PartialEq, Eq)]
+struct MergedCheckIn<'a> {
+    envoy: &'a str,
+    at: i64,
+    policy_version: &'a str,
+    traits_json: Option<&'a str>,
+    report: Option<(i64, &'a str)>,
+}
+
+/// Folds a batch's check-ins into one per envoy, in order of first appearance, with the
+/// effect of applying them one after another: the last time, policy version and traits
+/// sent, and the report with the highest sequence number (the first of equals, since a
+/// report replaces the stored one only for a higher number).
+fn merge_check_ins(ops: &[WriteOp]) -> Vec<MergedCheckIn<'_>> {
+    let mut merged: Vec<MergedCheckIn<'_>> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for op in ops {
+        let WriteOp::CheckIn { envoy, at, traits_json, policy_version, report } = op else { continue };
+        let report = report.as_ref().map(|(seq, json)| (*seq, json.as_str()));
+        match index.get(envoy.as_str()) {
+            Some(&i) => {
+                let m = &mut merged[i];
+                m.at = *at;
+                m.policy_version = policy_version;
+                if traits_json.is_some() {
+                    m.traits_json = traits_json.as_deref();
+                }
+                if let Some((seq, _)) = report
+                    && m.report.is_none_or(|(held, _)| seq > held)
+                {
+                    m.report = report;
+                }
+            }
+            None => {
+                index.insert(envoy, merged.len());
+                merged.push(MergedCheckIn {
+                    envoy,
+                    at: *at,
+                    policy_version,
+                    traits_json: traits_json.as_deref(),
+                    report,
+                });
+            }
+        }
+    }
+    merged
+}
+
+/// One UPDATE for `rows` envoys (each named once). The report columns change only for a
+/// newer sequence number; a NULL number (no report) compares as unknown and keeps them.
+/// The casts give PostgreSQL the parameters' types, which a VALUES list does not. SQLite
+/// gets anonymous `?` parameters: it looks numbered ones up by a linear search each, which
+/// grows with the square of a statement's parameters.
+fn check_in_sql(rows: usize, backend: Backend) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from("WITH v (name, at, policy_version, traits_json, seq, report) AS (VALUES ");
+    let mut next = 0;
+    let mut param = |sql: &mut String, ty: &str| {
+        next += 1;
+        let _ = match backend {
+            Backend::Sqlite => write!(sql, "CAST(? AS {ty})"),
+            Backend::Postgres => write!(sql, "CAST(${next} AS {ty})"),
+        };
+    };
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for (i, ty) in ["TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT"].into_iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            param(&mut sql, ty);
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        ") UPDATE envoys SET \
+         last_checkin = v.at, \
+         policy_version = v.policy_version, \
+         traits_json = COALESCE(v.traits_json, envoys.traits_json), \
+         last_report_json = CASE WHEN v.seq > envoys.report_seq THEN v.report ELSE envoys.last_report_json END, \
+         report_seq = CASE WHEN v.seq > envoys.report_seq THEN v.seq ELSE envoys.report_seq END \
+         FROM v WHERE envoys.name = v.name",
+    );
+    sql
+}
+
+/// Whether `text` is one JSON value (what the JSON columns' constraints accept).
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }

@@ -81,6 +81,7 @@ scenarios!(fresh;
     enrollment_rules,
     check_in_updates,
     batch_is_atomic,
+    batch_equals_one_at_a_time,
     versions_and_bundles,
     reports_are_stored_once,
     vigosync_seen_moves_forward,

@@ -298,6 +298,57 @@ pub async fn check_in_updates(store: Store) {
     assert_eq!((web2.last_checkin, web2.report_seq), (Some(NOW + 51), 9));
 }
 
+/// One batch holding several check-ins of the same envoy leaves the row exactly as
+/// applying them one at a time does; a batch larger than one statement's share of
+/// envoys updates every one of them.
+pub async fn batch_equals_one_at_a_time(store: Store) {
+    let t1 = r#"{"os_family":"debian"}"#;
+    let t2 = r#"{"os_family":"redhat"}"#;
+    type Op<'a> = (Option<&'a str>, Option<(i64, &'a str)>);
+    // Each case: the check-ins of one envoy, in order.
+    let cases: Vec<(&str, Vec<Op<'_>>)> = vec![
+        ("nothing sent", vec![(None, None), (None, None)]),
+        ("traits then none", vec![(Some(t1), None), (None, None)]),
+        ("traits twice", vec![(Some(t1), None), (Some(t2), None), (None, None)]),
+        ("reports rising", vec![(None, Some((1, r#"{"r":1}"#))), (None, Some((2, r#"{"r":2}"#)))]),
+        ("stale after new", vec![(None, Some((5, r#"{"r":5}"#))), (None, Some((4, r#"{"r":4}"#)))]),
+        ("equal numbers", vec![(None, Some((3, r#"{"r":"a"}"#))), (None, Some((3, r#"{"r":"b"}"#)))]),
+        ("report then none", vec![(Some(t2), Some((7, r#"{"r":7}"#))), (None, None), (Some(t1), None)]),
+        ("below stored", vec![(None, Some((1, r#"{"r":"old"}"#)))]),
+    ];
+    for (i, (name, ops)) in cases.iter().enumerate() {
+        let (batched, single) = (format!("b-{i}"), format!("s-{i}"));
+        for envoy_name in [&batched, &single] {
+            store.insert_envoy(&envoy(envoy_name)).await.expect("enroll");
+            // A stored report first, so lower numbers have something to lose to.
+            store.apply_batch(&[check_in(envoy_name, NOW, None, Some((2, r#"{"r":"stored"}"#)))]).await.expect("seed");
+        }
+        let at = |k: usize| NOW + 10 + k as i64;
+        let batch: Vec<WriteOp> = ops.iter().enumerate().map(|(k, (t, r))| check_in(&batched, at(k), *t, *r)).collect();
+        store.apply_batch(&batch).await.expect("batch");
+        for (k, (t, r)) in ops.iter().enumerate() {
+            store.apply_batch(&[check_in(&single, at(k), *t, *r)]).await.expect("single");
+        }
+        // The columns a check-in writes (the rest differ by name only).
+        let written = |e: EnvoyRow| (e.last_checkin, e.policy_version, e.traits_json, e.report_seq, e.last_report_json);
+        let got = written(envoy_named(&store, &batched).await.expect("batched row"));
+        let want = written(envoy_named(&store, &single).await.expect("single row"));
+        assert_eq!(got, want, "case {name}");
+    }
+
+    let many: Vec<String> = (0..450).map(|i| format!("fleet-{i:03}")).collect();
+    for name in &many {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    let batch: Vec<WriteOp> =
+        many.iter().enumerate().map(|(i, n)| check_in(n, NOW + i as i64, None, Some((1, r#"{"r":1}"#)))).collect();
+    store.apply_batch(&batch).await.expect("large batch");
+    for (i, name) in many.iter().enumerate() {
+        let row = envoy_named(&store, name).await.expect("row");
+        assert_eq!((row.last_checkin, row.report_seq), (Some(NOW + i as i64), 1), "{name}");
+    }
+}
+
 pub async fn batch_is_atomic(store: Store) {
     for name in ["web-1", "web-2"] {
         store.insert_envoy(&envoy(name)).await.expect("enroll");
@@ -313,6 +364,16 @@ pub async fn batch_is_atomic(store: Store) {
     assert!(message.contains("envoys") && message.contains("web-2"), "{message}");
     assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "first op rolled back");
     assert_eq!(envoy_named(&store, "web-2").await, Some(envoy("web-2")));
+    let err = store
+        .apply_batch(&[
+            check_in("web-1", NOW + 1, None, Some((1, "{}"))),
+            check_in("web-2", NOW + 1, None, Some((1, "{\"cut\":"))),
+        ])
+        .await
+        .expect_err("invalid report JSON");
+    let message = err.to_string();
+    assert!(message.contains("web-2") && message.contains("last_report_json"), "{message}");
+    assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "nothing written");
 
     // The store stays usable after a failed batch.
     store.apply_batch(&[check_in("web-1", NOW + 2, None, None)]).await.expect("batch after failure");
