@@ -232,17 +232,60 @@ fn a_local_user_cannot_redirect_a_delivery_outside_their_directory() {
     std::fs::write(&victim, b"root's\n").expect("victim");
     std::os::unix::fs::symlink("/etc/vigo-victim", s.path("h3", "alice", "passwd")).expect("symlink name");
     std::fs::hard_link(&victim, s.path("h3", "alice", "hosts")).expect("hard link name");
+    // …and as a FIFO (a write through it would block the receiver or feed a reader).
+    nix::unistd::mkfifo(&s.path("h3", "alice", "pipe"), nix::sys::stat::Mode::from_bits_truncate(0o666))
+        .expect("fifo name");
     let etc_passwd = std::fs::read(h2.path("/etc/passwd")).expect("h2 passwd");
 
     s.put("h1", "alice", "passwd", b"owned\n", T0);
     s.put("h1", "alice", "hosts", b"owned too\n", T0);
+    s.put("h1", "alice", "pipe", b"not into the pipe\n", T0);
     s.wait_content("h3", "alice", "passwd", b"owned\n");
     s.wait_content("h3", "alice", "hosts", b"owned too\n");
+    s.wait_content("h3", "alice", "pipe", b"not into the pipe\n");
     s.settle();
     assert_eq!(std::fs::read(&victim).expect("victim"), b"root's\n", "never written through a link");
-    assert!(std::fs::symlink_metadata(s.path("h3", "alice", "passwd")).expect("meta").file_type().is_file());
+    for name in ["passwd", "hosts", "pipe"] {
+        let meta = std::fs::symlink_metadata(s.path("h3", "alice", name)).expect("meta");
+        assert!(meta.file_type().is_file(), "{name} is now a regular file");
+        assert_eq!(meta.uid(), Sync::uid("h3", "alice"), "{name} is alice's");
+    }
     assert_eq!(std::fs::read(h2.path("/etc/passwd")).expect("h2 passwd"), etc_passwd, "h2's /etc untouched");
     assert!(!h2.path("/etc/hosts.vigosync").exists());
+    let status = s.status("h2");
+    assert!(status["vigosync"]["users"]["alice"]["problem"].is_string(), "the symlinked dir is reported: {status}");
+}
+
+#[test]
+fn swapping_the_directory_for_a_symlink_mid_transfer_redirects_nothing() {
+    let s = Sync::new("vsync-swap");
+    let h2 = s.host("h2");
+    let dir = h2.path("/home/alice/vigosync");
+    let moved = h2.path("/home/alice/vigosync.old");
+    let etc_before: std::collections::BTreeSet<_> =
+        std::fs::read_dir(h2.path("/etc")).expect("etc").map(|e| e.expect("entry").file_name()).collect();
+    let big: Vec<u8> = (0..48 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    s.put("h1", "alice", "big.bin", &big, T0);
+    // As soon as the receiver's partial file shows up, alice swaps her directory for
+    // a symlink to /etc.
+    wait_for("the transfer to start on h2", LANDS, || {
+        std::fs::read_dir(&dir)
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part"))))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.logs()));
+    std::fs::rename(&dir, &moved).expect("move the directory away");
+    std::os::unix::fs::symlink("/etc", &dir).expect("symlink to /etc");
+    // The transfer finishes in the directory it started in (still alice's), or stops.
+    let _ = wait_for("the file in the moved directory", LANDS, || moved.join("big.bin").exists());
+    s.settle();
+    let etc_after: std::collections::BTreeSet<_> =
+        std::fs::read_dir(h2.path("/etc")).expect("etc").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(etc_before, etc_after, "nothing appeared in h2's /etc");
+    if let Ok(got) = std::fs::read(moved.join("big.bin")) {
+        assert_eq!(got, big, "whatever landed is complete and verified");
+        let meta = std::fs::symlink_metadata(moved.join("big.bin")).expect("meta");
+        assert_eq!(meta.uid(), Sync::uid("h2", "alice"));
+    }
     let status = s.status("h2");
     assert!(status["vigosync"]["users"]["alice"]["problem"].is_string(), "the symlinked dir is reported: {status}");
 }
