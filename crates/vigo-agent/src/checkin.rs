@@ -16,6 +16,7 @@ use vigo_executors::{Mode, Registry};
 use vigo_pki::{PublicKey, SigningKey};
 use vigo_proto::{CheckInBody, QueuedReport, Signed, check_in_response};
 
+use crate::client::Connection;
 use crate::files::write_atomic;
 use crate::paths::{AgentPaths, AgentSettings};
 use crate::queue::{BATCH, Queue};
@@ -92,7 +93,12 @@ pub enum Trigger {
 }
 
 /// One check-in followed by a convergence pass (see [`Trigger`]).
-pub async fn cycle(paths: &AgentPaths, scanner: &mut Scanner, trigger: Trigger) -> anyhow::Result<Cycle> {
+pub async fn cycle(
+    paths: &AgentPaths,
+    conn: &mut Connection,
+    scanner: &mut Scanner,
+    trigger: Trigger,
+) -> anyhow::Result<Cycle> {
     let mut settings = AgentSettings::load(paths)?;
     let mut state = RunState::load(paths);
     // Held for the whole cycle: one convergence pass at a time on this machine.
@@ -110,7 +116,11 @@ pub async fn cycle(paths: &AgentPaths, scanner: &mut Scanner, trigger: Trigger) 
     let mut new_policy = false;
     for _ in 0..MAX_DRAIN_ROUNDS {
         let cached = load_bundle(paths).ok();
-        match check_in(paths, &settings, &mut state, &queue, &traits_json, &digest, cached.as_ref()).await {
+        let sent = check_in(paths, conn, &settings, &mut state, &queue, (&traits_json, &digest), cached.as_ref()).await;
+        if sent.is_err() {
+            conn.reset();
+        }
+        match sent {
             Ok(reply) => {
                 if reply.interval >= 15 && reply.interval != settings.interval_secs {
                     settings.interval_secs = reply.interval;
@@ -169,14 +179,14 @@ struct Reply {
 
 async fn check_in(
     paths: &AgentPaths,
+    conn: &mut Connection,
     settings: &AgentSettings,
     state: &mut RunState,
     queue: &Queue,
-    traits_json: &[u8],
-    digest: &str,
+    (traits_json, digest): (&[u8], &str),
     cached: Option<&CachedBundle>,
 ) -> anyhow::Result<Reply> {
-    let (tls, signing) = credentials(paths)?;
+    let signing = SigningKey::load(&paths.signing_key())?;
     let queued = queue.oldest(BATCH)?;
     let sent_up_to = queued.last().map_or(0, |e| e.seq);
     let body = CheckInBody {
@@ -192,7 +202,7 @@ async fn check_in(
     let sig = vigo_pki::sign_request(&signing, "CheckIn", &bytes, now());
     let signed =
         Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
-    let mut client = crate::client::connect(&settings.server, settings.grpc_port, tls).await?;
+    let mut client = conn.get(&settings.server, settings.grpc_port, || Ok(credentials(paths)?.0)).await?;
     let reply = client
         .check_in(signed)
         .await

@@ -1,5 +1,7 @@
-//! The gRPC client: one TLS connection per check-in (so a revoked certificate is
-//! refused at the very next handshake), verified against the fleet CA.
+//! The gRPC client, verified against the fleet CA. `vigo run --once` opens one TLS
+//! connection per check-in; the daemon keeps one ([`Connection`]) between check-ins
+//! and opens a new one after any failure. A revoked envoy is refused on a kept
+//! connection too: the server checks every signed request against its FleetIndex.
 
 use std::sync::Arc;
 
@@ -45,3 +47,32 @@ async fn open(
 }
 
 pub use vigo_proto::error_chain;
+
+/// A connection kept between check-ins (HTTP/2: one TLS handshake, many calls).
+#[derive(Default)]
+pub struct Connection {
+    client: Option<AgentClient<Channel>>,
+}
+
+impl Connection {
+    /// The kept client, or a new connection to `host:port` with `tls`.
+    pub async fn get(
+        &mut self,
+        host: &str,
+        port: u16,
+        tls: impl FnOnce() -> anyhow::Result<rustls::ClientConfig>,
+    ) -> anyhow::Result<AgentClient<Channel>> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let client = connect(host, port, tls()?).await?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the connection: the next call opens a new one (after an error, so a
+    /// broken or refused connection is never reused).
+    pub fn reset(&mut self) {
+        self.client = None;
+    }
+}

@@ -50,6 +50,7 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
         }
     };
     let events = tokio::spawn(subscribe(paths.clone(), wake.clone()));
+    let mut conn = crate::client::Connection::default();
     let mut next_full = Instant::now();
     loop {
         let trigger = tokio::select! {
@@ -60,7 +61,7 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
         if trigger == Trigger::Early {
             tokio::time::sleep(DEBOUNCE).await;
         }
-        let interval = match cycle(paths, &mut scanner, trigger).await {
+        let interval = match cycle(paths, &mut conn, &mut scanner, trigger).await {
             Ok(c) => {
                 if let Some(r) = &c.report {
                     tracing::info!(changed = r.summary.changed, failed = r.summary.failed, "convergence pass done");

@@ -37,7 +37,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 async fn once(paths: &AgentPaths) -> anyhow::Result<crate::checkin::Cycle> {
     let cache = crate::sync::load_cache(paths);
     let mut scanner = vigo_swarm::scan::Scanner::new(cache.clone());
-    let cycle = crate::checkin::cycle(paths, &mut scanner, crate::checkin::Trigger::Interval).await?;
+    let mut conn = crate::client::Connection::default();
+    let cycle = crate::checkin::cycle(paths, &mut conn, &mut scanner, crate::checkin::Trigger::Interval).await?;
     if !cycle.orders.is_empty() {
         let swarm = crate::sync::Swarm::fetcher(paths, cache, std::sync::Arc::default())?;
         for handle in swarm.dispatch(cycle.orders.clone()) {
