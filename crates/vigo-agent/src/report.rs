@@ -139,10 +139,18 @@ impl Report {
 /// Belt and braces for everything the agent reports or prints: every secret value of a
 /// run, as text and as base64 (standard and URL-safe, with and without padding),
 /// becomes `[redacted]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Scrubber {
-    /// Longest first, so a value wins over a shorter one inside it.
-    needles: Vec<String>,
+    /// Every secret value and its base64 forms; `None` when there are none.
+    matcher: Option<aho_corasick::AhoCorasick>,
+}
+
+/// Shows how many patterns, never the patterns (they are secret values).
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let patterns = self.matcher.as_ref().map_or(0, aho_corasick::AhoCorasick::patterns_len);
+        f.debug_struct("Scrubber").field("patterns", &patterns).finish()
+    }
 }
 
 impl Scrubber {
@@ -155,34 +163,32 @@ impl Scrubber {
                 needles.push(engine.encode(v));
             }
         }
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.sort();
         needles.dedup();
-        Self { needles }
+        if needles.is_empty() {
+            return Self { matcher: None };
+        }
+        // Leftmost-longest: a value wins over a shorter one inside it, and a
+        // replacement is never matched again.
+        let matcher = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&needles)
+            .expect("plain string patterns of bounded size always build");
+        Self { matcher: Some(matcher) }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.matcher.is_none()
     }
 
-    /// `text` with every occurrence replaced, in one left-to-right pass (so a
-    /// replacement is never matched again).
+    /// `text` with every occurrence replaced by [`REDACTED`].
     pub fn scrub(&self, text: &str) -> String {
-        if !self.needles.iter().any(|n| text.contains(n.as_str())) {
-            return text.to_string();
-        }
+        let Some(m) = &self.matcher else { return text.to_string() };
         let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        'scan: while let Some(ch) = rest.chars().next() {
-            for n in &self.needles {
-                if let Some(after) = rest.strip_prefix(n.as_str()) {
-                    out.push_str(REDACTED);
-                    rest = after;
-                    continue 'scan;
-                }
-            }
-            out.push(ch);
-            rest = &rest[ch.len_utf8()..];
-        }
+        m.replace_all_with(text, &mut out, |_, _, dst| {
+            dst.push_str(REDACTED);
+            true
+        });
         out
     }
 
@@ -220,6 +226,8 @@ mod tests {
         let url_b64 = URL_SAFE.encode(secret);
         assert!(std_b64.ends_with('=') && std_b64.contains('/'), "{std_b64}");
         assert_ne!(std_b64, url_b64, "the case covers both alphabets");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(secret) && !shown.contains(&std_b64), "Debug never shows a pattern: {shown}");
         let cases = [
             (format!("password is {secret}."), "password is [redacted]."),
             (format!("b64 {std_b64} end"), "b64 [redacted] end"),
