@@ -63,7 +63,7 @@ struct CheckinsArgs {
     /// The vigosrv binary; by default the one next to this executable.
     #[arg(long)]
     vigosrv: Option<PathBuf>,
-    /// Open a new mutual-TLS connection for every check-in, as the real agent does,
+    /// Open a new mutual-TLS connection for every check-in, as `vigo run --once` does,
     /// instead of one persistent HTTP/2 channel per envoy.
     #[arg(long)]
     reconnect: bool,

@@ -84,7 +84,9 @@ impl Report {
         let how = match (self.connections, self.tls_resume) {
             ("reconnect", true) => "a new mutual-TLS connection per check-in (sessions resumed)",
             ("reconnect", false) => "a new mutual-TLS connection per check-in, full handshake (like the agent)",
-            _ => "one persistent HTTP/2 channel per envoy (the agent reconnects per check-in: see --reconnect)",
+            _ => {
+                "one persistent HTTP/2 channel per envoy (like the agent daemon; `vigo run --once` reconnects: see --reconnect)"
+            }
         };
         let _ = writeln!(
             out,
