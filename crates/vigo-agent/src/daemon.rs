@@ -72,6 +72,9 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
                 if let Some(s) = &swarm {
                     s.dispatch(c.orders);
                     s.record_outgoing();
+                    if trigger == Trigger::Interval {
+                        s.sweep_parts(c.scan.accounts);
+                    }
                 }
                 c.interval_secs
             }

@@ -29,6 +29,10 @@ use vigo_swarm::source::VigosyncSource;
 use crate::files::write_atomic;
 use crate::paths::{AgentPaths, AgentSettings};
 
+/// How long a partial download may sit untouched before it is removed (orders live
+/// ten minutes; a transfer that has not resumed within the hour will not).
+const STALE_PART: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn cache_path(paths: &AgentPaths) -> PathBuf {
     paths.state.join("vigosync-cache.json")
 }
@@ -67,6 +71,8 @@ pub fn accounts(traits: &Value) -> Vec<Account> {
 pub struct Scan {
     pub result: ScanResult,
     pub dirs: Vec<PathBuf>,
+    /// The opted-in accounts (whose directories `dirs` are).
+    pub accounts: Vec<Account>,
 }
 
 /// Scans every human account's `~/vigosync/`, saves the hash cache and the status
@@ -74,8 +80,8 @@ pub struct Scan {
 pub fn scan(paths: &AgentPaths, scanner: &mut Scanner, traits: &Value) -> Scan {
     let accounts = accounts(traits);
     let result = scanner.scan(&accounts);
-    let dirs =
-        accounts.iter().filter(|a| result.trait_.contains_key(&a.name)).map(vigo_swarm::syncdir::sync_path).collect();
+    let opted_in: Vec<Account> = accounts.iter().filter(|a| result.trait_.contains_key(&a.name)).cloned().collect();
+    let dirs = opted_in.iter().map(vigo_swarm::syncdir::sync_path).collect();
     if let Err(e) = scanner.cache().save(&cache_path(paths)) {
         tracing::warn!(error = %e, "cannot save the vigosync hash cache");
     }
@@ -84,7 +90,7 @@ pub fn scan(paths: &AgentPaths, scanner: &mut Scanner, traits: &Value) -> Scan {
         s.scanned_at = Some(crate::checkin::now());
         s.users = users_of(&result, &homes);
     });
-    Scan { result, dirs }
+    Scan { result, dirs, accounts: opted_in }
 }
 
 fn users_of(result: &ScanResult, homes: &BTreeMap<String, PathBuf>) -> BTreeMap<String, UserStatus> {
@@ -263,6 +269,21 @@ impl Swarm {
             }));
         }
         handles
+    }
+
+    /// Removes partial downloads untouched for [`STALE_PART`] in `accounts`' directories
+    /// (transfers that will not resume), in the background.
+    pub fn sweep_parts(&self, accounts: Vec<Account>) {
+        let fetcher = self.fetcher.clone();
+        tokio::task::spawn_blocking(move || {
+            for account in &accounts {
+                match fetcher.remove_stale_parts(account, STALE_PART) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(user = %account.name, removed = n, "stale vigosync partial files removed"),
+                    Err(e) => tracing::warn!(user = %account.name, error = %e, "cannot sweep vigosync partial files"),
+                }
+            }
+        });
     }
 
     /// Records how many transfers the peer server is serving (for `vigo status`).
