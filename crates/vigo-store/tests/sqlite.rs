@@ -29,23 +29,7 @@ async fn fresh() -> Option<Fixture> {
     Some(Fixture { store, _dir: dir })
 }
 
-scenarios!(fresh;
-    empty_store_reads_empty,
-    tokens_round_trip,
-    token_is_single_use,
-    token_refusals,
-    revoke_token_blocks_use,
-    token_race_has_one_winner,
-    admin_tokens_round_trip,
-    envoys_round_trip,
-    enrollment_rules,
-    check_in_updates,
-    batch_is_atomic,
-    batch_equals_one_at_a_time,
-    versions_and_bundles,
-    reports_are_stored_once,
-    vigosync_seen_moves_forward,
-);
+every_scenario!(fresh);
 
 #[tokio::test]
 async fn opens_a_new_file_in_wal_mode() {

@@ -1,5 +1,5 @@
 //! Behaviour every backend must share: each scenario gets a freshly migrated, empty store.
-//! `tests/sqlite.rs` and `tests/postgres.rs` run the same list through `scenarios!`.
+//! `tests/sqlite.rs` and `tests/postgres.rs` run the same list through `every_scenario!`.
 
 use vigo_store::{BundleRow, EnvoyRow, SeenRow, Store, StoreError, TokenRow, VersionRow, WriteOp};
 
@@ -16,6 +16,31 @@ macro_rules! scenarios {
                 fixture.finish().await;
             }
         )*
+    };
+}
+
+/// Every backend-independent scenario, each as a test against `$fresh`'s backend:
+/// one list, so a new scenario runs on SQLite and PostgreSQL alike.
+#[macro_export]
+macro_rules! every_scenario {
+    ($fresh:path) => {
+        scenarios!($fresh;
+            empty_store_reads_empty,
+            tokens_round_trip,
+            token_is_single_use,
+            token_refusals,
+            revoke_token_blocks_use,
+            token_race_has_one_winner,
+            admin_tokens_round_trip,
+            envoys_round_trip,
+            enrollment_rules,
+            check_in_updates,
+            batch_is_atomic,
+            batch_equals_one_at_a_time,
+            versions_and_bundles,
+            reports_are_stored_once,
+            vigosync_seen_moves_forward,
+        );
     };
 }
 
