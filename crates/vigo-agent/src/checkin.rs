@@ -16,7 +16,7 @@ use vigo_executors::{Mode, Registry};
 use vigo_pki::{PublicKey, SigningKey};
 use vigo_proto::{CheckInBody, QueuedReport, Signed, check_in_response};
 
-use crate::client::Connection;
+use crate::client::{Connection, Credentials};
 use crate::files::write_atomic;
 use crate::paths::{AgentPaths, AgentSettings};
 use crate::queue::{BATCH, Queue};
@@ -202,7 +202,8 @@ async fn check_in(
     let sig = vigo_pki::sign_request(&signing, "CheckIn", &bytes, now());
     let signed =
         Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
-    let mut client = conn.get(&settings.server, settings.grpc_port, || Ok(credentials(paths)?.0)).await?;
+    let mut client =
+        conn.get(&settings.server, settings.grpc_port, || Credentials::load(paths)?.client_config()).await?;
     let reply = client
         .check_in(signed)
         .await
@@ -226,15 +227,6 @@ async fn check_in(
     }
     let more_queued = queued.len() == BATCH && acked == sent_up_to && !queue.is_empty()?;
     Ok(Reply { interval: reply.interval_secs, more_queued, new_policy, orders })
-}
-
-/// The TLS client config (fleet CA, envoy certificate) and the request-signing key.
-pub fn credentials(paths: &AgentPaths) -> anyhow::Result<(rustls::ClientConfig, SigningKey)> {
-    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
-    let (ca, cert) = (read(paths.ca())?, read(paths.tls_cert())?);
-    let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
-    let signing = SigningKey::load(&paths.signing_key())?;
-    Ok((vigo_pki::client_config(&ca, Some((&cert, &key)))?, signing))
 }
 
 /// Verifies a bundle the server sent and caches it, unless it comes from an older

@@ -2,11 +2,15 @@
 //! connection per check-in; the daemon keeps one ([`Connection`]) between check-ins
 //! and opens a new one after any failure. A revoked envoy is refused on a kept
 //! connection too: the server checks every signed request against its FleetIndex.
+//! [`Credentials`] reads the envoy's identity and trust from the state dir, once per
+//! connection.
 
 use std::sync::Arc;
 
 use tonic::transport::{Channel, Endpoint};
 use vigo_proto::agent_client::AgentClient;
+
+use crate::paths::{AgentPaths, AgentSettings};
 
 /// Connects to `host:port` with `tls`; the server certificate must name `host`.
 /// Each call must complete within a minute.
@@ -74,5 +78,30 @@ impl Connection {
     /// broken or refused connection is never reused).
     pub fn reset(&mut self) {
         self.client = None;
+    }
+}
+
+/// The envoy's identity and trust, as files in the state dir.
+pub struct Credentials {
+    pub name: String,
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    pub server_key: vigo_pki::PublicKey,
+}
+
+impl Credentials {
+    pub fn load(paths: &AgentPaths) -> anyhow::Result<Self> {
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        let name = AgentSettings::load(paths)?.name;
+        let server_key = vigo_pki::PublicKey::from_b64(read(paths.bundle_pub())?.trim())?;
+        let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
+        Ok(Self { name, ca: read(paths.ca())?, cert: read(paths.tls_cert())?, key, server_key })
+    }
+
+    /// The TLS client config towards the server: trusts only the fleet CA, presents
+    /// the envoy certificate.
+    pub fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
+        Ok(vigo_pki::client_config(&self.ca, Some((&self.cert, &self.key)))?)
     }
 }

@@ -109,7 +109,8 @@ async fn subscribe(paths: AgentPaths, wake: Arc<Notify>) {
 
 async fn listen_events(paths: &AgentPaths, wake: &Notify) -> anyhow::Result<()> {
     let settings = AgentSettings::load(paths)?;
-    let (tls, signing) = crate::checkin::credentials(paths)?;
+    let tls = crate::client::Credentials::load(paths)?.client_config()?;
+    let signing = vigo_pki::SigningKey::load(&paths.signing_key())?;
     let body = EventsRequest { envoy: settings.name.clone() }.encode_to_vec();
     let sig = vigo_pki::sign_request(&signing, "Events", &body, now());
     let signed = Signed { body, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };

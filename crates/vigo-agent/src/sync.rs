@@ -26,8 +26,9 @@ use vigo_swarm::peer::{PeerServer, PeerState};
 use vigo_swarm::scan::{ScanResult, Scanner};
 use vigo_swarm::source::VigosyncSource;
 
+use crate::client::Credentials;
 use crate::files::write_atomic;
-use crate::paths::{AgentPaths, AgentSettings};
+use crate::paths::AgentPaths;
 
 /// How long a partial download may sit untouched before it is removed (orders live
 /// ten minutes; a transfer that has not resumed within the hour will not).
@@ -194,10 +195,18 @@ pub struct Swarm {
 impl Swarm {
     /// The fetcher only (`vigo run --once`): nothing is served.
     pub fn fetcher(paths: &AgentPaths, cache: HashCache, wake: Arc<Notify>) -> anyhow::Result<Self> {
-        let creds = Credentials::load(paths)?;
+        Self::with_fetcher(paths, &Credentials::load(paths)?, cache, wake)
+    }
+
+    fn with_fetcher(
+        paths: &AgentPaths,
+        creds: &Credentials,
+        cache: HashCache,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Self> {
         let tls = vigo_swarm::tls::client_tls(&creds.ca, &creds.cert, &creds.key)?;
         let accounts: Arc<dyn vigo_swarm::accounts::Accounts> = Arc::new(PasswdFile::system());
-        let fetcher = Fetcher::new(creds.name, creds.server_key, tls, accounts, cache);
+        let fetcher = Fetcher::new(creds.name.clone(), creds.server_key, tls, accounts, cache);
         Ok(Self { paths: paths.clone(), fetcher: Arc::new(fetcher), in_flight: Arc::default(), wake, peer: None })
     }
 
@@ -209,8 +218,8 @@ impl Swarm {
         wake: Arc<Notify>,
         listen: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let mut swarm = Self::fetcher(paths, cache.clone(), wake)?;
         let creds = Credentials::load(paths)?;
+        let mut swarm = Self::with_fetcher(paths, &creds, cache.clone(), wake)?;
         let tls = vigo_swarm::tls::server_tls(&creds.ca, &creds.cert, &creds.key, vigo_pki::RevocationList::new())?;
         let accounts: Arc<dyn vigo_swarm::accounts::Accounts> = Arc::new(PasswdFile::system());
         let state = Arc::new(
@@ -328,24 +337,5 @@ impl Incoming {
             attempts,
             updated_at: crate::checkin::now(),
         }
-    }
-}
-
-/// The envoy's identity and trust, as files in the state dir.
-pub struct Credentials {
-    pub name: String,
-    pub ca: String,
-    pub cert: String,
-    pub key: String,
-    pub server_key: vigo_pki::PublicKey,
-}
-
-impl Credentials {
-    pub fn load(paths: &AgentPaths) -> anyhow::Result<Self> {
-        let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
-        let name = AgentSettings::load(paths)?.name;
-        let server_key = vigo_pki::PublicKey::from_b64(read(paths.bundle_pub())?.trim())?;
-        let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
-        Ok(Self { name, ca: read(paths.ca())?, cert: read(paths.tls_cert())?, key, server_key })
     }
 }
