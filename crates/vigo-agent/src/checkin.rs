@@ -194,8 +194,6 @@ async fn check_in(
         traits_digest: digest.to_string(),
         traits_json: (state.traits_sent.as_deref() != Some(digest)).then(|| traits_json.to_vec()),
         policy_version: cached.map(|b| b.version.clone()).unwrap_or_default(),
-        last_report_json: None,
-        report_seq: 0,
         reports: queued.iter().map(|e| QueuedReport { seq: e.seq, json: e.report.to_string().into_bytes() }).collect(),
     };
     let bytes = body.encode_to_vec();

@@ -92,7 +92,8 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn load(paths: &AgentPaths) -> anyhow::Result<Self> {
-        let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        let read =
+            |p: std::path::PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
         let name = AgentSettings::load(paths)?.name;
         let server_key = vigo_pki::PublicKey::from_b64(read(paths.bundle_pub())?.trim())?;
         let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();

@@ -4,9 +4,11 @@
 //! Each envoy is a task holding what a real agent holds after enrollment (TLS
 //! key and certificate, ED25519 request key, the server's bundle key) and sends
 //! what the agent sends: a signed `CheckInBody` with its traits on the first
-//! check-in, the bundle version it holds, and the report of its last pass. The
-//! first answer carries the bundle, whose signature is verified; after that the
-//! server answers `NotModified`, the steady state of a fleet.
+//! check-in, the bundle version it holds, and its queue of run reports (the report
+//! of its last pass, plus any the server has not acknowledged yet). The server
+//! acknowledges a report only once it is stored, so each check-in waits for a
+//! commit. The first answer carries the bundle, whose signature is verified; after
+//! that the server answers `NotModified`, the steady state of a fleet.
 //!
 //! Start times are spread evenly over one interval. Only answers that arrive
 //! inside the measured window count; the warm-up lets connections, caches and
@@ -22,7 +24,7 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use vigo_proto::agent_client::AgentClient;
-use vigo_proto::{CheckInBody, Signed, check_in_response};
+use vigo_proto::{CheckInBody, QueuedReport, Signed, check_in_response};
 
 use crate::harness::{self, Envoy, Server};
 use crate::procfs;
@@ -165,6 +167,8 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<Repo
         missed_ticks: tally.missed_ticks,
         bundles_received: tally.bundles,
         not_modified: tally.not_modified,
+        reports_sent: tally.reports_sent,
+        reports_acked: tally.reports_acked,
         server: use_of(after.server_cpu - before.server_cpu, Some(peak_rss_kib as f64 / 1024.0)),
         generator: use_of(after.own_cpu - before.own_cpu, None),
         machine_busy: (after.machine_busy - before.machine_busy)
@@ -237,6 +241,9 @@ struct Tally {
     missed_ticks: u64,
     bundles: u64,
     not_modified: u64,
+    /// Reports sent (each once, however often resent) and acknowledged as stored.
+    reports_sent: u64,
+    reports_acked: u64,
 }
 
 impl Tally {
@@ -256,6 +263,8 @@ impl Tally {
         self.missed_ticks += other.missed_ticks;
         self.bundles += other.bundles;
         self.not_modified += other.not_modified;
+        self.reports_sent += other.reports_sent;
+        self.reports_acked += other.reports_acked;
     }
 }
 
@@ -284,6 +293,8 @@ struct AgentState {
     policy_version: String,
     traits_sent: bool,
     report_seq: u64,
+    /// Sequence numbers of reports not acknowledged yet, oldest first.
+    unacked: Vec<u64>,
     client: Option<AgentClient<WholeBody>>,
 }
 
@@ -300,7 +311,7 @@ impl Simulated {
         while next < plan.window_end {
             tokio::time::sleep_until(next).await;
             let sent = Instant::now();
-            let outcome = self.check_in(&mut state, plan.reconnect).await;
+            let outcome = self.check_in(&mut state, plan.reconnect, &mut tally).await;
             let done = Instant::now();
             let in_window = done >= plan.window_start && done < plan.window_end;
             match outcome {
@@ -340,22 +351,32 @@ impl Simulated {
         Ok(AgentClient::new(channel))
     }
 
-    async fn check_in(&self, state: &mut AgentState, reconnect: bool) -> Result<Answer, Failure> {
+    async fn check_in(&self, state: &mut AgentState, reconnect: bool, tally: &mut Tally) -> Result<Answer, Failure> {
         let mut client = match state.client.take() {
             Some(c) if !reconnect => c,
             _ => self.connect().await?,
         };
+        // The last pass's report joins the queue; the agent sends at most 50 at a time.
         if self.report_json.is_some() {
             state.report_seq += 1;
+            state.unacked.push(state.report_seq);
+            tally.reports_sent += 1;
         }
+        let reports = match self.report_json.as_ref() {
+            Some(json) => state
+                .unacked
+                .iter()
+                .take(vigo_agent::queue::BATCH)
+                .map(|&seq| QueuedReport { seq, json: json.clone() })
+                .collect(),
+            None => Vec::new(),
+        };
         let body = CheckInBody {
             envoy: self.envoy.name.clone(),
             traits_digest: self.traits.digest.clone(),
             traits_json: (!state.traits_sent).then(|| self.traits.json.clone()),
             policy_version: state.policy_version.clone(),
-            last_report_json: self.report_json.as_ref().clone(),
-            report_seq: state.report_seq,
-            reports: Vec::new(),
+            reports,
         };
         let bytes = body.encode_to_vec();
         let sig = vigo_pki::sign_request(&self.envoy.signing, "CheckIn", &bytes, unix_now());
@@ -371,6 +392,9 @@ impl Simulated {
             state.client = Some(client);
         }
         state.traits_sent = !reply.send_traits;
+        let before = state.unacked.len();
+        state.unacked.retain(|&seq| seq > reply.acked_seq);
+        tally.reports_acked += (before - state.unacked.len()) as u64;
         match reply.policy {
             Some(check_in_response::Policy::Bundle(b)) => {
                 let signature = String::from_utf8_lossy(&b.signature);
@@ -430,6 +454,9 @@ mod tests {
         // 3 envoys × 10/s × 2 s; allow for scheduling slack on a busy machine.
         assert!(report.checkins >= 40, "only {} check-ins in the window", report.checkins);
         assert!(report.not_modified >= report.checkins, "not modified: {}", report.not_modified);
+        // Each check-in's answer acknowledges the report it carried, once stored.
+        assert_eq!(report.reports_acked, report.reports_sent);
+        assert!(report.reports_acked >= report.checkins);
         assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.max);
         assert!(report.server.cpu_secs > 0.0, "server CPU was not measured");
         assert!(report.server.peak_rss_mib.is_some_and(|m| m > 1.0));

@@ -37,6 +37,9 @@ pub struct Report {
     /// Over the whole run, warm-up included.
     pub bundles_received: u64,
     pub not_modified: u64,
+    /// Over the whole run: reports queued, and those the server acknowledged as stored.
+    pub reports_sent: u64,
+    pub reports_acked: u64,
     pub server: ProcessUse,
     pub generator: ProcessUse,
     /// Share of all CPUs the machine was busy during the window.
@@ -94,7 +97,11 @@ impl Report {
             self.envoys,
             self.interval_ms,
             self.offered_per_sec,
-            if self.reports { "one run report per check-in (like the agent)" } else { "none (--no-reports)" }
+            if self.reports {
+                "the agent's queue: one new run report per check-in, acknowledged once stored"
+            } else {
+                "none (--no-reports)"
+            }
         );
         let _ = writeln!(
             out,
@@ -123,6 +130,13 @@ impl Report {
             "responses:    {} bundles, {} not modified (whole run)",
             self.bundles_received, self.not_modified
         );
+        if self.reports {
+            let _ = writeln!(
+                out,
+                "reports:      {} queued, {} acknowledged as stored (whole run)",
+                self.reports_sent, self.reports_acked
+            );
+        }
         let rss = self.server.peak_rss_mib.map_or_else(String::new, |m| format!(", peak RSS {m:.1} MiB"));
         let _ = writeln!(out, "vigosrv:      {:.1} CPU s = {:.2} cores{rss}", self.server.cpu_secs, self.server.cores);
         let _ = writeln!(

@@ -158,17 +158,8 @@ impl Agent for AgentService {
             ));
         }
         let envoy_row = EnvoyRow {
-            name: host.clone(),
-            signing_key: key_bytes.to_vec(),
-            cert_fingerprint: fingerprint.clone(),
-            enrolled_at: now,
-            revoked_at: None,
-            last_checkin: None,
-            traits_json: None,
-            policy_version: None,
-            last_report_json: None,
-            report_seq: 0,
             age_recipient: Some(age_recipient.clone()),
+            ..EnvoyRow::enrolled(&host, key_bytes.to_vec(), &fingerprint, now)
         };
         self.server.store.insert_envoy(&envoy_row).await.map_err(|e| Status::internal(e.to_string()))?;
         self.server.fleet.insert(Envoy {
@@ -313,21 +304,11 @@ impl AgentService {
                 format!("{} queued reports in one check-in (at most {MAX_REPORTS_PER_CHECKIN})", body.reports.len());
             return Err(refuse_body(&name, &why));
         }
-        // The newest report is also the envoy's "last report"; a legacy single report wins
-        // because an agent sending one sends no queue.
-        let newest = body.reports.iter().max_by_key(|r| r.seq).map(|r| (r.seq, &r.json));
-        let (report_seq, report) = match (&body.last_report_json, newest) {
-            (Some(json), _) => (body.report_seq, Some(json)),
-            (None, Some((seq, json))) => (seq, Some(json)),
-            (None, None) => (0, None),
-        };
-        // Checked here so that one envoy's bad report is refused with its check-in
-        // instead of failing the batched write it would share with other envoys.
-        if report.is_some_and(|r| serde_json::from_slice::<serde::de::IgnoredAny>(r).is_err()) {
-            return Err(refuse_body(&name, "report is not JSON"));
-        }
-        let report = report.map(|r| String::from_utf8_lossy(r).into_owned());
-        let report_seq = i64::try_from(report_seq).unwrap_or(i64::MAX);
+        // Queued reports are checked here, once: one that is not JSON would fail the
+        // batched transaction it shares with other envoys' check-ins.
+        let (queued, acked) = usable_reports(&name, &body.reports);
+        // The newest report is also the envoy's "last report".
+        let newest = queued.iter().max_by_key(|(seq, _)| *seq);
         let send_traits = self
             .server
             .fleet
@@ -341,11 +322,11 @@ impl AgentService {
                     e.traits = Some(t.clone());
                     e.traits_digest = Some(body.traits_digest.clone());
                 }
-                if let Some(r) = &report
-                    && report_seq > e.report_seq
+                if let Some((seq, json)) = newest
+                    && *seq > e.report_seq
                 {
-                    e.last_report = Some(Arc::new(r.clone()));
-                    e.report_seq = report_seq;
+                    e.last_report = Some(Arc::new(json.clone()));
+                    e.report_seq = *seq;
                 }
                 (e.traits_digest.as_deref() != Some(body.traits_digest.as_str()), e.enrolled_at)
             })
@@ -356,17 +337,26 @@ impl AgentService {
         for target in &sync.poke {
             self.server.events.poke(target, crate::events::REASON_ORDERS);
         }
-        let acked_seq = self.store_reports(&name, &body.reports, now).await;
-        self.server
-            .writer
-            .send(WriteOp::CheckIn {
-                envoy: name.clone(),
-                at: now,
-                traits_json: traits.map(|(_, s)| s),
-                policy_version: body.policy_version.clone(),
-                report: report.map(|r| (report_seq, r)),
-            })
-            .await;
+        let check_in = WriteOp::CheckIn {
+            envoy: name.clone(),
+            at: now,
+            traits_json: traits.map(|(_, s)| s),
+            policy_version: body.policy_version.clone(),
+        };
+        // Queued reports are acknowledged only once they are durable: the check-in waits
+        // for the commit of the batch they join. Without them nothing waits.
+        let acked_seq = if queued.is_empty() {
+            self.server.writer.send(check_in).await;
+            acked
+        } else {
+            let reports = WriteOp::Reports { envoy: name.clone(), at: now, reports: queued };
+            if self.server.writer.write_durably(vec![reports, check_in]).await {
+                acked
+            } else {
+                tracing::error!(envoy = name, "queued reports not stored; the agent will resend them");
+                0
+            }
+        };
         if !sync.seen.is_empty() {
             self.server.writer.send(WriteOp::VigosyncSeen(sync.seen)).await;
         }
@@ -391,36 +381,30 @@ impl AgentService {
                 .collect(),
         }))
     }
+}
 
-    /// Stores queued reports before answering, and returns the highest sequence number
-    /// the agent may forget (0: none). The batching writer is not used here: it commits
-    /// later, and an acknowledgement must only ever name what is already durable. All the
-    /// reports go in one transaction, so the acknowledgement covers every one sent.
-    async fn store_reports(&self, name: &str, reports: &[QueuedReport], now: i64) -> u64 {
-        let Some(highest) = reports.iter().map(|r| r.seq).max() else { return 0 };
-        let mut rows = Vec::with_capacity(reports.len());
-        for r in reports {
-            let Ok(seq) = i64::try_from(r.seq) else {
-                tracing::warn!(envoy = name, seq = r.seq, "report dropped: sequence number out of range");
-                continue;
-            };
-            // Something that is not JSON would fail the whole transaction on every resend
-            // and wedge the agent's queue; it cannot be stored anyway, so it is dropped.
-            if seq == 0 || serde_json::from_slice::<serde::de::IgnoredAny>(&r.json).is_err() {
-                tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0");
-                continue;
-            }
-            rows.push((seq, String::from_utf8_lossy(&r.json).into_owned()));
-        }
-        let op = WriteOp::Reports { envoy: name.to_string(), at: now, reports: rows };
-        match self.server.store.apply_batch(std::slice::from_ref(&op)).await {
-            Ok(()) => highest,
-            Err(e) => {
-                tracing::error!(envoy = name, error = %e, "queued reports not stored; the agent will resend them");
-                0
-            }
+/// The queued reports worth storing, as `(seq, JSON)`, and the highest sequence number
+/// the agent may forget (0: none). A report that is not JSON or has sequence number 0
+/// cannot be stored and would wedge the agent's queue on every resend, so it is dropped
+/// (and acknowledged) with a warning.
+fn usable_reports(name: &str, reports: &[QueuedReport]) -> (Vec<(i64, String)>, u64) {
+    let highest = reports.iter().map(|r| r.seq).max().unwrap_or(0);
+    let mut rows = Vec::with_capacity(reports.len());
+    for r in reports {
+        let Ok(seq) = i64::try_from(r.seq) else {
+            tracing::warn!(envoy = name, seq = r.seq, "report dropped: sequence number out of range");
+            continue;
+        };
+        match std::str::from_utf8(&r.json) {
+            Ok(json) if seq != 0 && is_json(json) => rows.push((seq, json.to_owned())),
+            _ => tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0"),
         }
     }
+    (rows, highest)
+}
+
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// Most queued reports one check-in may carry; the agent sends its backlog in chunks.

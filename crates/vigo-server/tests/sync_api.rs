@@ -15,7 +15,7 @@ use vigo_agent::enroll::{CaTrust, EnrollArgs};
 use vigo_agent::paths::AgentPaths;
 use vigo_pki::{PublicKey, SigningKey};
 use vigo_proto::agent_client::AgentClient;
-use vigo_proto::{CheckInBody, CheckInResponse, Event, EventsRequest, Signed, event};
+use vigo_proto::{CheckInBody, CheckInResponse, Event, EventsRequest, QueuedReport, Signed, event};
 use vigo_server::server::Server;
 use vigo_server::settings::Settings;
 use vigo_server::state_dir::{self, StateDir};
@@ -130,6 +130,15 @@ impl TestEnvoy {
         self.client.check_in(req).await.expect("check-in accepted").into_inner()
     }
 
+    /// A signed check-in carrying queued reports `(seq, JSON)`.
+    async fn check_in_reports(&mut self, reports: &[(u64, &str)]) -> CheckInResponse {
+        let reports =
+            reports.iter().map(|(seq, json)| QueuedReport { seq: *seq, json: json.as_bytes().to_vec() }).collect();
+        let body = CheckInBody { envoy: self.name.clone(), reports, ..Default::default() };
+        let req = signed(&self.signing, "CheckIn", body.encode_to_vec());
+        self.client.check_in(req).await.expect("check-in accepted").into_inner()
+    }
+
     async fn events_as(&mut self, claimed: &str) -> Result<Streaming<Event>, tonic::Status> {
         let body = EventsRequest { envoy: claimed.into() }.encode_to_vec();
         let req = signed(&self.signing, "Events", body);
@@ -237,4 +246,43 @@ async fn events_are_authenticated_like_check_ins() {
     let ended = tokio::time::timeout(PUSH_WAIT, stream.message()).await.expect("the stream ends");
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
     assert!(h2.events_as("h2").await.is_err(), "a revoked envoy is refused");
+}
+
+/// Queued reports are acknowledged only once stored (the check-in waits for the batch
+/// it joins to commit); a resend changes nothing; a report that is not JSON is dropped
+/// and acknowledged, so it cannot wedge the agent's queue or fail other envoys' batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_reports_are_acknowledged_once_stored() {
+    let w = World::start().await;
+    let mut web1 = w.enroll("web-1").await;
+    let stored =
+        |rows: Vec<vigo_store::ReportRow>| rows.into_iter().map(|r| (r.seq, r.report_json)).collect::<Vec<_>>();
+
+    let resp = web1.check_in_reports(&[(1, r#"{"run":1}"#), (2, r#"{"run":2}"#)]).await;
+    assert_eq!(resp.acked_seq, 2);
+    // Acknowledged means stored: readable at once, without waiting for the writer.
+    let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
+    assert_eq!(rows, [(1, r#"{"run":1}"#.to_owned()), (2, r#"{"run":2}"#.to_owned())]);
+
+    // A resend (the answer was lost) is acknowledged again and stored once.
+    let resp = web1.check_in_reports(&[(2, r#"{"run":"again"}"#), (3, r#"{"run":3}"#)]).await;
+    assert_eq!(resp.acked_seq, 3);
+    let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
+    assert_eq!(rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(rows[1].1, r#"{"run":2}"#, "the first copy stays");
+
+    // Not JSON (or sequence number 0): dropped, the rest stored, all acknowledged.
+    let resp = web1.check_in_reports(&[(4, "{cut"), (0, "{}"), (5, r#"{"run":5}"#)]).await;
+    assert_eq!(resp.acked_seq, 5);
+    let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
+    assert_eq!(rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3, 5]);
+
+    // The newest stored report is the envoy's last report, in memory and after a reload.
+    let entry = w.server.fleet.get("web-1").expect("web-1");
+    assert_eq!((entry.report_seq, entry.last_report.as_deref().map(String::as_str)), (5, Some(r#"{"run":5}"#)));
+    let row = w.server.store.envoys().await.expect("envoys").into_iter().find(|e| e.name == "web-1").expect("row");
+    assert_eq!((row.report_seq, row.last_report_json.as_deref()), (5, Some(r#"{"run":5}"#)));
+
+    // A check-in without reports acknowledges nothing new.
+    assert_eq!(web1.check_in(None).await.acked_seq, 0);
 }

@@ -43,6 +43,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0005_vigosync.sql"),
         include_str!("../migrations/postgres/0005_vigosync.sql"),
     ),
+    (
+        6,
+        "hot_envoy_rows",
+        include_str!("../migrations/sqlite/0006_hot_envoy_rows.sql"),
+        include_str!("../migrations/postgres/0006_hot_envoy_rows.sql"),
+    ),
 ];
 
 /// The migrator for one dialect.
@@ -80,6 +86,56 @@ mod tests {
                 .collect();
             assert_eq!(on_disk, listed, "{}", dir.display());
         }
+    }
+
+    /// Migration 6 moves traits to their own table and a last report into `reports`,
+    /// so a database written before it reads the same through the store afterwards.
+    #[tokio::test]
+    async fn hot_envoy_rows_keep_traits_and_last_report() {
+        use sqlx::migrate::Migrator;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("vigo.db").display());
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("open");
+        let full = super::migrator(crate::Backend::Sqlite);
+        let before_six: Vec<_> = full.iter().filter(|m| m.version < 6).cloned().collect();
+        Migrator::with_migrations(before_six).run(&pool).await.expect("migrations 1 to 5");
+        for (name, traits, report, seq) in
+            [("web-1", Some(r#"{"os":"debian"}"#), Some(r#"{"run":4}"#), 4), ("web-2", None, None, 0)]
+        {
+            sqlx::query(
+                "INSERT INTO envoys (name, signing_key, cert_fingerprint, enrolled_at, last_checkin, traits_json, \
+                 last_report_json, report_seq) VALUES ($1, x'00', 'sha256:x', 10, 20, $2, $3, $4)",
+            )
+            .bind(name)
+            .bind(traits)
+            .bind(report)
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .expect("legacy row");
+        }
+        pool.close().await;
+
+        let store = crate::Store::open(&url).await.expect("migrate to the newest version");
+        let envoys = store.envoys().await.expect("envoys");
+        let got: Vec<_> = envoys
+            .iter()
+            .map(|e| {
+                (e.name.as_str(), e.traits_json.as_deref(), e.last_report_json.as_deref(), e.report_seq, e.last_checkin)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("web-1", Some(r#"{"os":"debian"}"#), Some(r#"{"run":4}"#), 4, Some(20)),
+                ("web-2", None, None, 0, Some(20))
+            ]
+        );
+        let reports = store.reports("web-1").await.expect("reports");
+        assert_eq!(reports.iter().map(|r| (r.seq, r.received_at)).collect::<Vec<_>>(), [(4, 20)]);
     }
 
     #[test]

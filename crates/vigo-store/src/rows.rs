@@ -42,12 +42,32 @@ pub struct EnvoyRow {
     pub traits_json: Option<String>,
     /// Bundle version it last reported running.
     pub policy_version: Option<String>,
+    /// Its newest stored report (the one with the highest sequence number).
     pub last_report_json: Option<String>,
-    /// Sequence number of `last_report_json`; reports with a lower or equal number are stale.
+    /// Sequence number of `last_report_json`, 0 without one.
     pub report_seq: i64,
     /// The age X25519 recipient (`age1…`) its secrets are sealed to; `None` for envoys
     /// enrolled before secrets existed.
     pub age_recipient: Option<String>,
+}
+
+impl EnvoyRow {
+    /// A newly enrolled envoy: no check-in, traits or report yet.
+    pub fn enrolled(name: &str, signing_key: Vec<u8>, cert_fingerprint: &str, enrolled_at: i64) -> Self {
+        Self {
+            name: name.to_owned(),
+            signing_key,
+            cert_fingerprint: cert_fingerprint.to_owned(),
+            enrolled_at,
+            revoked_at: None,
+            last_checkin: None,
+            traits_json: None,
+            policy_version: None,
+            last_report_json: None,
+            report_seq: 0,
+            age_recipient: None,
+        }
+    }
 }
 
 /// One publish.
@@ -104,18 +124,9 @@ pub struct SeenRow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteOp {
-    /// An envoy checked in. Sets `last_checkin` and `policy_version`, `traits_json` when
-    /// given, and the report when given with a sequence number above the stored one, so a
-    /// replayed or reordered report never moves it backwards. A check-in from a name the
-    /// store does not know changes nothing.
-    CheckIn {
-        envoy: String,
-        at: i64,
-        traits_json: Option<String>,
-        policy_version: String,
-        /// `(sequence number, report JSON)`.
-        report: Option<(i64, String)>,
-    },
+    /// An envoy checked in. Sets `last_checkin` and `policy_version`, and the traits when
+    /// given. A check-in from a name the store does not know changes nothing.
+    CheckIn { envoy: String, at: i64, traits_json: Option<String>, policy_version: String },
     /// Queued run reports an envoy delivered, as `(sequence number, report JSON)`. Each
     /// `(envoy, seq)` is stored once: a resent report changes nothing, so an agent may
     /// resend whatever it was not sure was stored.

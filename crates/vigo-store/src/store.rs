@@ -17,11 +17,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// WAL lets readers run beside the one writer; a few connections cover the server's
 /// REST readers plus its batching writer.
 const SQLITE_CONNECTIONS: u32 = 4;
+/// Page cache of the connection that writes batches, in KiB when negative (SQLite's
+/// default is 2 MiB): the envoys table and the reports index stay in memory.
+const BATCH_CACHE_SIZE: &str = "-32768";
 const POSTGRES_CONNECTIONS: u32 = 8;
 
 const TOKENS: &str = "enrollment_tokens";
 const ADMIN_TOKENS: &str = "admin_tokens";
 const ENVOYS: &str = "envoys";
+const ENVOY_TRAITS: &str = "envoy_traits";
 const VERSIONS: &str = "versions";
 const BUNDLES: &str = "bundles";
 const REPORTS: &str = "reports";
@@ -42,7 +46,11 @@ pub struct Store {
 
 #[derive(Clone, Debug)]
 enum Pool {
-    Sqlite(SqlitePool),
+    /// The shared pool, and the one connection that writes batches. A connection's page
+    /// cache is dropped whenever another connection has written to the file, so batches
+    /// written in turn by every pooled connection would read their pages from the file
+    /// again each time; the batch connection keeps its cache because it is the writer.
+    Sqlite(SqlitePool, SqlitePool),
     Postgres(PgPool),
 }
 
@@ -52,7 +60,17 @@ enum Pool {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            Pool::Sqlite($pool) => $body,
+            Pool::Sqlite($pool, _) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`on_pool!`] on the pool that writes batches.
+macro_rules! on_batch_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite(_, $pool) => $body,
             Pool::Postgres($pool) => $body,
         }
     };
@@ -80,10 +98,21 @@ impl Store {
                 .busy_timeout(BUSY_TIMEOUT);
             let pool = SqlitePoolOptions::new()
                 .max_connections(SQLITE_CONNECTIONS)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(failed)?;
-            Pool::Sqlite(pool)
+            // Checked out for one batch at a time by one task; a local file needs no
+            // liveness ping before each use.
+            let batches = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                .connect_with(options.pragma("cache_size", BATCH_CACHE_SIZE))
+                .await
+                .map_err(failed)?;
+            Pool::Sqlite(pool, batches)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(invalid)?;
             let pool = PgPoolOptions::new()
@@ -103,7 +132,7 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite(..) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
         }
     }
@@ -111,6 +140,9 @@ impl Store {
     /// Closes every connection once in-flight statements finish; SQLite folds its WAL
     /// back into the main file. Every clone of this store is closed with it.
     pub async fn close(&self) {
+        if let Pool::Sqlite(_, batches) = &self.pool {
+            batches.close().await;
+        }
         on_pool!(self, p => p.close().await)
     }
 
@@ -196,29 +228,37 @@ impl Store {
 
     /// Enrolls an envoy. A revoked envoy of the same name is replaced whole (new key,
     /// no history); an active one is left alone and [`StoreError::Conflict`] returned.
+    /// Traits and a last report given in `e` are stored with it.
     pub async fn insert_envoy(&self, e: &EnvoyRow) -> Result<()> {
         // One statement, so two enrollments racing for a revoked name cannot both replace it.
         const SQL: &str = "INSERT INTO envoys \
-            (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, \
-             traits_json, policy_version, last_report_json, report_seq, age_recipient) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, policy_version, age_recipient) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
             ON CONFLICT (name) DO UPDATE SET \
              signing_key = excluded.signing_key, \
              cert_fingerprint = excluded.cert_fingerprint, \
              enrolled_at = excluded.enrolled_at, \
              revoked_at = excluded.revoked_at, \
              last_checkin = excluded.last_checkin, \
-             traits_json = excluded.traits_json, \
              policy_version = excluded.policy_version, \
-             last_report_json = excluded.last_report_json, \
-             report_seq = excluded.report_seq, \
              age_recipient = excluded.age_recipient \
             WHERE envoys.revoked_at IS NOT NULL";
-        // A replaced envoy starts without history: its old reports go in the same
-        // transaction, or the new incarnation's sequence numbers would collide with them.
-        // What it had seen of vigosync goes too: a reinstalled host gets every file again.
-        const FORGET_REPORTS: &str = "DELETE FROM reports WHERE envoy = $1";
-        const FORGET_SEEN: &str = "DELETE FROM vigosync_seen WHERE envoy = $1";
+        // A replaced envoy starts without history: its old reports and traits go in the
+        // same transaction, or the new incarnation's sequence numbers would collide with
+        // them. What it had seen of vigosync goes too: a reinstalled host gets every file again.
+        const FORGET: [&str; 3] = [
+            "DELETE FROM reports WHERE envoy = $1",
+            "DELETE FROM envoy_traits WHERE envoy = $1",
+            "DELETE FROM vigosync_seen WHERE envoy = $1",
+        ];
+        const TRAITS: &str = "INSERT INTO envoy_traits (envoy, traits_json) VALUES ($1, $2)";
+        const REPORT: &str = "INSERT INTO reports (envoy, seq, received_at, report_json) VALUES ($1, $2, $3, $4)";
+        if let Some(bad) = [("traits_json", &e.traits_json), ("last_report_json", &e.last_report_json)]
+            .into_iter()
+            .find_map(|(column, text)| text.as_deref().is_some_and(|t| !is_json(t)).then_some(column))
+        {
+            return Err(StoreError::NotJson { table: ENVOYS, key: e.name.clone(), column: bad });
+        }
         on_pool!(self, p => async {
             let mut tx = p.begin().await?;
             let written = sqlx::query(SQL)
@@ -228,10 +268,7 @@ impl Store {
                 .bind(e.enrolled_at)
                 .bind(e.revoked_at)
                 .bind(e.last_checkin)
-                .bind(&e.traits_json)
                 .bind(&e.policy_version)
-                .bind(&e.last_report_json)
-                .bind(e.report_seq)
                 .bind(&e.age_recipient)
                 .execute(&mut *tx)
                 .await?
@@ -239,8 +276,18 @@ impl Store {
             if written == 0 {
                 return Ok(false);
             }
-            sqlx::query(FORGET_REPORTS).bind(&e.name).execute(&mut *tx).await?;
-            sqlx::query(FORGET_SEEN).bind(&e.name).execute(&mut *tx).await?;
+            for forget in FORGET {
+                sqlx::query(forget).bind(&e.name).execute(&mut *tx).await?;
+            }
+            if let Some(traits) = &e.traits_json {
+                sqlx::query(TRAITS).bind(&e.name).bind(traits).execute(&mut *tx).await?;
+            }
+            if let Some(report) = &e.last_report_json
+                && e.report_seq > 0
+            {
+                let at = e.last_checkin.unwrap_or(e.enrolled_at);
+                sqlx::query(REPORT).bind(&e.name).bind(e.report_seq).bind(at).bind(report).execute(&mut *tx).await?;
+            }
             tx.commit().await.map(|()| true)
         }
         .await)
@@ -249,11 +296,15 @@ impl Store {
         .ok_or_else(|| StoreError::Conflict { table: ENVOYS, key: e.name.clone() })
     }
 
-    /// Every envoy, by name.
+    /// Every envoy, by name, with its traits and its newest report.
     pub async fn envoys(&self) -> Result<Vec<EnvoyRow>> {
-        const SQL: &str = "SELECT name, signing_key, cert_fingerprint, enrolled_at, revoked_at, \
-            last_checkin, traits_json, policy_version, last_report_json, report_seq, age_recipient \
-            FROM envoys ORDER BY name";
+        const SQL: &str = "SELECT e.name, e.signing_key, e.cert_fingerprint, e.enrolled_at, e.revoked_at, \
+            e.last_checkin, t.traits_json, e.policy_version, r.report_json AS last_report_json, \
+            COALESCE(r.seq, 0) AS report_seq, e.age_recipient \
+            FROM envoys e \
+            LEFT JOIN envoy_traits t ON t.envoy = e.name \
+            LEFT JOIN reports r ON r.envoy = e.name AND r.seq = (SELECT MAX(seq) FROM reports WHERE envoy = e.name) \
+            ORDER BY e.name";
         on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, columns::envoy))
             .map_err(on_table(ENVOYS, "list"))
     }
@@ -278,19 +329,25 @@ impl Store {
         // Checked before anything is written, so a bad value is named and the batch
         // refused whole instead of failing inside a statement that covers many envoys.
         for op in ops {
-            if let WriteOp::CheckIn { envoy, traits_json, report, .. } = op {
-                let bad = |column| StoreError::NotJson { table: ENVOYS, key: envoy.clone(), column };
-                if traits_json.as_deref().is_some_and(|t| !is_json(t)) {
-                    return Err(bad("traits_json"));
+            match op {
+                WriteOp::CheckIn { envoy, traits_json: Some(t), .. } if !is_json(t) => {
+                    return Err(StoreError::NotJson { table: ENVOYS, key: envoy.clone(), column: "traits_json" });
                 }
-                if report.as_ref().is_some_and(|(_, r)| !is_json(r)) {
-                    return Err(bad("last_report_json"));
+                WriteOp::Reports { envoy, reports, .. } => {
+                    if let Some((seq, _)) = reports.iter().find(|(_, json)| !is_json(json)) {
+                        let key = format!("{envoy}/{seq}");
+                        return Err(StoreError::NotJson { table: REPORTS, key, column: "report_json" });
+                    }
                 }
+                _ => {}
             }
         }
         let check_ins = merge_check_ins(ops);
-        const REPORT: &str = "INSERT INTO reports (envoy, seq, received_at, report_json) \
-            VALUES ($1, $2, $3, $4) ON CONFLICT (envoy, seq) DO NOTHING";
+        // A row for an unknown envoy is a no-op rather than a foreign-key failure that
+        // would lose the whole batch.
+        const TRAITS: &str = "INSERT INTO envoy_traits (envoy, traits_json) \
+            SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM envoys WHERE name = $1) \
+            ON CONFLICT (envoy) DO UPDATE SET traits_json = excluded.traits_json";
         // Seen versions only move forward (row values compare mtime, then hash, as the
         // server does); the SELECT makes a row for an unknown envoy a no-op rather than
         // a foreign-key failure that would lose the whole batch.
@@ -298,38 +355,48 @@ impl Store {
             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM envoys WHERE name = $1) \
             ON CONFLICT (envoy, username, name) DO UPDATE SET mtime = excluded.mtime, sha256 = excluded.sha256 \
             WHERE (excluded.mtime, excluded.sha256) > (vigosync_seen.mtime, vigosync_seen.sha256)";
-        on_pool!(self, p => async {
+        on_batch_pool!(self, p => async {
             let mut tx = p.begin().await.map_err(on_table(ENVOYS, "begin batch on"))?;
             for chunk in check_ins.chunks(CHECK_INS_PER_STATEMENT) {
                 // Built from constant text and a row count only; every value is bound.
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(check_in_sql(chunk.len(), self.backend())));
                 for c in chunk {
-                    query = query
-                        .bind(c.envoy)
-                        .bind(c.at)
-                        .bind(c.policy_version)
-                        .bind(c.traits_json)
-                        .bind(c.report.map(|(seq, _)| seq))
-                        .bind(c.report.map(|(_, json)| json));
+                    query = query.bind(c.envoy).bind(c.at).bind(c.policy_version);
                 }
                 let first = chunk.first().map_or("", |c| c.envoy);
                 query.execute(&mut *tx).await.map_err(on_row(ENVOYS, "record check-ins from", first))?;
             }
+            // Traits arrive on an envoy's first check-in and when they change: rarely.
+            for c in &check_ins {
+                if let Some(traits) = c.traits_json {
+                    sqlx::query(TRAITS)
+                        .bind(c.envoy)
+                        .bind(traits)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(on_row(ENVOY_TRAITS, "upsert", c.envoy))?;
+                }
+            }
+            let reports: Vec<_> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::Reports { envoy, at, reports } => Some(reports.iter().map(move |r| (envoy, *at, r))),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            for chunk in reports.chunks(REPORTS_PER_STATEMENT) {
+                // Built from constant text and a row count only; every value is bound.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(reports_sql(chunk.len(), self.backend())));
+                for (envoy, at, (seq, json)) in chunk {
+                    query = query.bind(envoy.as_str()).bind(*seq).bind(*at).bind(json.as_str());
+                }
+                let first = chunk.first().map_or(String::new(), |(envoy, _, (seq, _))| format!("{envoy}/{seq}"));
+                query.execute(&mut *tx).await.map_err(on_row(REPORTS, "insert", &first))?;
+            }
             for op in ops {
                 match op {
-                    WriteOp::CheckIn { .. } => {}
-                    WriteOp::Reports { envoy, at, reports } => {
-                        for (seq, json) in reports {
-                            sqlx::query(REPORT)
-                                .bind(envoy)
-                                .bind(*seq)
-                                .bind(*at)
-                                .bind(json)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(on_row(REPORTS, "insert", &format!("{envoy}/{seq}")))?;
-                        }
-                    }
+                    WriteOp::CheckIn { .. } | WriteOp::Reports { .. } => {}
                     WriteOp::VigosyncSeen(rows) => {
                         for r in rows {
                             sqlx::query(SEEN)
@@ -436,9 +503,11 @@ impl Store {
     }
 }
 
-/// Envoys updated by one statement: six parameters each, well inside the limits of
+/// Envoys updated by one statement: three parameters each, well inside the limits of
 /// both databases, and few statements for a full batch.
 const CHECK_INS_PER_STATEMENT: usize = 200;
+/// Reports inserted by one statement (four parameters each).
+const REPORTS_PER_STATEMENT: usize = 250;
 
 /// What a run of check-ins leaves on one envoy's row.
 #[derive(Debug, PartialEq, Eq)]
@@ -447,19 +516,16 @@ struct MergedCheckIn<'a> {
     at: i64,
     policy_version: &'a str,
     traits_json: Option<&'a str>,
-    report: Option<(i64, &'a str)>,
 }
 
 /// Folds a batch's check-ins into one per envoy, in order of first appearance, with the
 /// effect of applying them one after another: the last time, policy version and traits
-/// sent, and the report with the highest sequence number (the first of equals, since a
-/// report replaces the stored one only for a higher number).
+/// sent.
 fn merge_check_ins(ops: &[WriteOp]) -> Vec<MergedCheckIn<'_>> {
     let mut merged: Vec<MergedCheckIn<'_>> = Vec::new();
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for op in ops {
-        let WriteOp::CheckIn { envoy, at, traits_json, policy_version, report } = op else { continue };
-        let report = report.as_ref().map(|(seq, json)| (*seq, json.as_str()));
+        let WriteOp::CheckIn { envoy, at, traits_json, policy_version } = op else { continue };
         match index.get(envoy.as_str()) {
             Some(&i) => {
                 let m = &mut merged[i];
@@ -468,63 +534,57 @@ fn merge_check_ins(ops: &[WriteOp]) -> Vec<MergedCheckIn<'_>> {
                 if traits_json.is_some() {
                     m.traits_json = traits_json.as_deref();
                 }
-                if let Some((seq, _)) = report
-                    && m.report.is_none_or(|(held, _)| seq > held)
-                {
-                    m.report = report;
-                }
             }
             None => {
                 index.insert(envoy, merged.len());
-                merged.push(MergedCheckIn {
-                    envoy,
-                    at: *at,
-                    policy_version,
-                    traits_json: traits_json.as_deref(),
-                    report,
-                });
+                merged.push(MergedCheckIn { envoy, at: *at, policy_version, traits_json: traits_json.as_deref() });
             }
         }
     }
     merged
 }
 
-/// One UPDATE for `rows` envoys (each named once). The report columns change only for a
-/// newer sequence number; a NULL number (no report) compares as unknown and keeps them.
-/// The casts give PostgreSQL the parameters' types, which a VALUES list does not. SQLite
-/// gets anonymous `?` parameters: it looks numbered ones up by a linear search each, which
-/// grows with the square of a statement's parameters.
+/// One UPDATE for `rows` envoys (each named once).
 fn check_in_sql(rows: usize, backend: Backend) -> String {
-    use std::fmt::Write as _;
-    let mut sql = String::from("WITH v (name, at, policy_version, traits_json, seq, report) AS (VALUES ");
-    let mut next = 0;
-    let mut param = |sql: &mut String, ty: &str| {
-        next += 1;
-        let _ = match backend {
-            Backend::Sqlite => write!(sql, "CAST(? AS {ty})"),
-            Backend::Postgres => write!(sql, "CAST(${next} AS {ty})"),
-        };
-    };
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for (i, ty) in ["TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT"].into_iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            param(&mut sql, ty);
-        }
-        sql.push(')');
-    }
+    let mut sql = String::from("WITH v (name, at, policy_version) AS (VALUES ");
+    push_rows(&mut sql, rows, &["TEXT", "BIGINT", "TEXT"], backend);
     sql.push_str(
-        ") UPDATE envoys SET \
-         last_checkin = v.at, \
-         policy_version = v.policy_version, \
-         traits_json = COALESCE(v.traits_json, envoys.traits_json), \
-         last_report_json = CASE WHEN v.seq > envoys.report_seq THEN v.report ELSE envoys.last_report_json END, \
-         report_seq = CASE WHEN v.seq > envoys.report_seq THEN v.seq ELSE envoys.report_seq END \
+        ") UPDATE envoys SET last_checkin = v.at, policy_version = v.policy_version \
          FROM v WHERE envoys.name = v.name",
     );
     sql
+}
+
+/// One INSERT of `rows` queued reports; a report already stored for its `(envoy, seq)`
+/// (a resend) is skipped.
+fn reports_sql(rows: usize, backend: Backend) -> String {
+    let mut sql = String::from("INSERT INTO reports (envoy, seq, received_at, report_json) VALUES ");
+    push_rows(&mut sql, rows, &["TEXT", "BIGINT", "BIGINT", "TEXT"], backend);
+    sql.push_str(" ON CONFLICT (envoy, seq) DO NOTHING");
+    sql
+}
+
+/// Appends `rows` parenthesised rows of parameters, one per column type in `types`. The
+/// casts give PostgreSQL the parameters' types, which a VALUES list does not. SQLite gets
+/// anonymous `?` parameters: it looks numbered ones up by a linear search each, which
+/// grows with the square of a statement's parameters.
+fn push_rows(sql: &mut String, rows: usize, types: &[&str], backend: Backend) {
+    use std::fmt::Write as _;
+    let mut next = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for (i, ty) in types.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            next += 1;
+            let _ = match backend {
+                Backend::Sqlite => write!(sql, "CAST(? AS {ty})"),
+                Backend::Postgres => write!(sql, "CAST(${next} AS {ty})"),
+            };
+        }
+        sql.push(')');
+    }
 }
 
 /// Whether `text` is one JSON value (what the JSON columns' constraints accept).

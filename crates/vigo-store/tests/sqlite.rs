@@ -56,7 +56,7 @@ async fn data_survives_reopening() {
     store.insert_admin_token("admin", &"ab".repeat(32), common::NOW).await.expect("admin");
     store.insert_envoy(&common::envoy("web-1")).await.expect("envoy");
     store
-        .apply_batch(&[common::check_in("web-1", common::NOW + 1, Some("{}"), Some((1, "[]")))])
+        .apply_batch(&common::check_in("web-1", common::NOW + 1, Some("{}"), Some((1, "[]"))))
         .await
         .expect("check in");
     store.insert_version(&common::version(1), &[common::bundle(1, "base")]).await.expect("publish");

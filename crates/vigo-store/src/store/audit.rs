@@ -72,7 +72,7 @@ impl Store {
         // another connection (the check-in writer) has committed; IMMEDIATE takes the
         // write lock up front, waiting out the busy timeout instead of failing.
         let (begin, lock) = match &self.pool {
-            Pool::Sqlite(_) => ("BEGIN IMMEDIATE", None),
+            Pool::Sqlite(..) => ("BEGIN IMMEDIATE", None),
             Pool::Postgres(_) => ("BEGIN", Some("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE")),
         };
         let mut row = AuditRow {

@@ -61,28 +61,25 @@ pub fn token(id: &str) -> TokenRow {
 
 pub fn envoy(name: &str) -> EnvoyRow {
     EnvoyRow {
-        name: name.to_owned(),
-        signing_key: vec![0, 1, 2, 0xfe, 0xff, 0],
-        cert_fingerprint: format!("sha256:{name}"),
-        enrolled_at: NOW,
-        revoked_at: None,
-        last_checkin: None,
-        traits_json: None,
-        policy_version: None,
-        last_report_json: None,
-        report_seq: 0,
         age_recipient: Some(format!("age1{name}")),
+        ..EnvoyRow::enrolled(name, vec![0, 1, 2, 0xfe, 0xff, 0], &format!("sha256:{name}"), NOW)
     }
 }
 
-pub fn check_in(envoy: &str, at: i64, traits: Option<&str>, report: Option<(i64, &str)>) -> WriteOp {
-    WriteOp::CheckIn {
+/// What one check-in writes: the envoy's row and, when it carried one, its report.
+pub fn check_in(envoy: &str, at: i64, traits: Option<&str>, report: Option<(i64, &str)>) -> Vec<WriteOp> {
+    let row = WriteOp::CheckIn {
         envoy: envoy.to_owned(),
         at,
         traits_json: traits.map(str::to_owned),
         policy_version: format!("v-{at}"),
-        report: report.map(|(seq, json)| (seq, json.to_owned())),
-    }
+    };
+    let report = report.map(|(seq, json)| WriteOp::Reports {
+        envoy: envoy.to_owned(),
+        at,
+        reports: vec![(seq, json.to_owned())],
+    });
+    std::iter::once(row).chain(report).collect()
 }
 
 pub fn version(number: i64) -> VersionRow {
@@ -243,7 +240,7 @@ pub async fn enrollment_rules(store: Store) {
     assert!(matches!(&err, StoreError::Conflict { table: "envoys", key } if key == "web-1"), "{err:?}");
     assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "active row untouched");
 
-    store.apply_batch(&[check_in("web-1", NOW + 10, Some("{}"), Some((4, "{}")))]).await.expect("check in");
+    store.apply_batch(&check_in("web-1", NOW + 10, Some("{}"), Some((4, "{}")))).await.expect("check in");
     assert!(store.revoke_envoy("web-1", NOW + 20).await.expect("revoke"));
     assert!(store.revoke_envoy("web-1", NOW + 30).await.expect("revoke again"));
     assert_eq!(
@@ -268,11 +265,14 @@ pub async fn check_in_updates(store: Store) {
     }
     let traits = r#"{"os_family":"debian"}"#;
     store
-        .apply_batch(&[
-            check_in("web-1", NOW + 1, Some(traits), Some((1, r#"{"run":1}"#))),
-            check_in("web-2", NOW + 2, None, None),
-            check_in("ghost", NOW + 3, None, None),
-        ])
+        .apply_batch(
+            &[
+                check_in("web-1", NOW + 1, Some(traits), Some((1, r#"{"run":1}"#))),
+                check_in("web-2", NOW + 2, None, None),
+                check_in("ghost", NOW + 3, None, None),
+            ]
+            .concat(),
+        )
         .await
         .expect("batch");
     let web1 = envoy_named(&store, "web-1").await.expect("web-1");
@@ -299,7 +299,7 @@ pub async fn check_in_updates(store: Store) {
     ];
     for (i, (sent_traits, sent_report, want_traits, want_report)) in cases.into_iter().enumerate() {
         let at = NOW + 10 + i as i64;
-        store.apply_batch(&[check_in("web-1", at, sent_traits, sent_report)]).await.expect("check in");
+        store.apply_batch(&check_in("web-1", at, sent_traits, sent_report)).await.expect("check in");
         let web1 = envoy_named(&store, "web-1").await.expect("web-1");
         assert_eq!(web1.last_checkin, Some(at), "case {i}");
         assert_eq!(web1.traits_json.as_deref(), want_traits, "case {i}");
@@ -313,10 +313,13 @@ pub async fn check_in_updates(store: Store) {
     // Later ops in one batch see earlier ones: a batch holding a stale report after a new
     // one keeps the new one.
     store
-        .apply_batch(&[
-            check_in("web-2", NOW + 50, None, Some((9, r#"{"run":9}"#))),
-            check_in("web-2", NOW + 51, None, Some((8, r#"{"run":8}"#))),
-        ])
+        .apply_batch(
+            &[
+                check_in("web-2", NOW + 50, None, Some((9, r#"{"run":9}"#))),
+                check_in("web-2", NOW + 51, None, Some((8, r#"{"run":8}"#))),
+            ]
+            .concat(),
+        )
         .await
         .expect("batch");
     let web2 = envoy_named(&store, "web-2").await.expect("web-2");
@@ -346,13 +349,14 @@ pub async fn batch_equals_one_at_a_time(store: Store) {
         for envoy_name in [&batched, &single] {
             store.insert_envoy(&envoy(envoy_name)).await.expect("enroll");
             // A stored report first, so lower numbers have something to lose to.
-            store.apply_batch(&[check_in(envoy_name, NOW, None, Some((2, r#"{"r":"stored"}"#)))]).await.expect("seed");
+            store.apply_batch(&check_in(envoy_name, NOW, None, Some((2, r#"{"r":"stored"}"#)))).await.expect("seed");
         }
         let at = |k: usize| NOW + 10 + k as i64;
-        let batch: Vec<WriteOp> = ops.iter().enumerate().map(|(k, (t, r))| check_in(&batched, at(k), *t, *r)).collect();
+        let batch: Vec<WriteOp> =
+            ops.iter().enumerate().flat_map(|(k, (t, r))| check_in(&batched, at(k), *t, *r)).collect();
         store.apply_batch(&batch).await.expect("batch");
         for (k, (t, r)) in ops.iter().enumerate() {
-            store.apply_batch(&[check_in(&single, at(k), *t, *r)]).await.expect("single");
+            store.apply_batch(&check_in(&single, at(k), *t, *r)).await.expect("single");
         }
         // The columns a check-in writes (the rest differ by name only).
         let written = |e: EnvoyRow| (e.last_checkin, e.policy_version, e.traits_json, e.report_seq, e.last_report_json);
@@ -366,7 +370,7 @@ pub async fn batch_equals_one_at_a_time(store: Store) {
         store.insert_envoy(&envoy(name)).await.expect("enroll");
     }
     let batch: Vec<WriteOp> =
-        many.iter().enumerate().map(|(i, n)| check_in(n, NOW + i as i64, None, Some((1, r#"{"r":1}"#)))).collect();
+        many.iter().enumerate().flat_map(|(i, n)| check_in(n, NOW + i as i64, None, Some((1, r#"{"r":1}"#)))).collect();
     store.apply_batch(&batch).await.expect("large batch");
     for (i, name) in many.iter().enumerate() {
         let row = envoy_named(&store, name).await.expect("row");
@@ -379,10 +383,13 @@ pub async fn batch_is_atomic(store: Store) {
         store.insert_envoy(&envoy(name)).await.expect("enroll");
     }
     let err = store
-        .apply_batch(&[
-            check_in("web-1", NOW + 1, Some("{}"), Some((1, "{}"))),
-            check_in("web-2", NOW + 1, Some("not json"), None),
-        ])
+        .apply_batch(
+            &[
+                check_in("web-1", NOW + 1, Some("{}"), Some((1, "{}"))),
+                check_in("web-2", NOW + 1, Some("not json"), None),
+            ]
+            .concat(),
+        )
         .await
         .expect_err("invalid traits JSON");
     let message = err.to_string();
@@ -390,18 +397,21 @@ pub async fn batch_is_atomic(store: Store) {
     assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "first op rolled back");
     assert_eq!(envoy_named(&store, "web-2").await, Some(envoy("web-2")));
     let err = store
-        .apply_batch(&[
-            check_in("web-1", NOW + 1, None, Some((1, "{}"))),
-            check_in("web-2", NOW + 1, None, Some((1, "{\"cut\":"))),
-        ])
+        .apply_batch(
+            &[
+                check_in("web-1", NOW + 1, None, Some((1, "{}"))),
+                check_in("web-2", NOW + 1, None, Some((1, "{\"cut\":"))),
+            ]
+            .concat(),
+        )
         .await
         .expect_err("invalid report JSON");
     let message = err.to_string();
-    assert!(message.contains("web-2") && message.contains("last_report_json"), "{message}");
+    assert!(message.contains("web-2/1") && message.contains("report_json"), "{message}");
     assert_eq!(envoy_named(&store, "web-1").await, Some(envoy("web-1")), "nothing written");
 
     // The store stays usable after a failed batch.
-    store.apply_batch(&[check_in("web-1", NOW + 2, None, None)]).await.expect("batch after failure");
+    store.apply_batch(&check_in("web-1", NOW + 2, None, None)).await.expect("batch after failure");
     assert_eq!(envoy_named(&store, "web-1").await.expect("web-1").last_checkin, Some(NOW + 2));
 }
 
@@ -461,6 +471,23 @@ pub async fn reports_are_stored_once(store: Store) {
     assert_eq!(store.reports("web-2").await.expect("list").len(), 1);
     assert!(store.reports("nope").await.expect("list").is_empty());
 
+    // One batch may carry the same report twice (two check-ins of one envoy written
+    // together): the first copy is stored. A large batch spans several statements.
+    let many: Vec<i64> = (10..=610).collect();
+    store
+        .apply_batch(&[
+            reports("web-2", NOW + 1, &[2]),
+            reports("web-2", NOW + 2, &[2, 3]),
+            reports("web-2", NOW + 3, &many),
+        ])
+        .await
+        .expect("duplicates and many");
+    let web2 = store.reports("web-2").await.expect("list");
+    let seqs: Vec<(i64, i64)> = web2.iter().take(3).map(|r| (r.seq, r.received_at)).collect();
+    assert_eq!(seqs, [(1, NOW), (2, NOW + 1), (3, NOW + 2)]);
+    assert_eq!(web2.len(), 3 + many.len());
+    assert_eq!(web2.last().map(|r| r.seq), Some(610));
+
     // A report that is not JSON fails the whole batch.
     let bad =
         WriteOp::Reports { envoy: "web-1".into(), at: NOW, reports: vec![(9, "{}".into()), (10, "not json".into())] };
@@ -471,7 +498,7 @@ pub async fn reports_are_stored_once(store: Store) {
     assert!(store.revoke_envoy("web-1", NOW + 10).await.expect("revoke"));
     store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
     assert!(store.reports("web-1").await.expect("list").is_empty());
-    assert_eq!(store.reports("web-2").await.expect("list").len(), 1, "other envoys keep theirs");
+    assert_eq!(store.reports("web-2").await.expect("list").len(), web2.len(), "other envoys keep theirs");
 }
 
 pub fn seen(envoy: &str, user: &str, name: &str, mtime: i64, sha256: &str) -> SeenRow {
