@@ -379,7 +379,7 @@ impl Simulated {
             reports,
         };
         let bytes = body.encode_to_vec();
-        let sig = vigo_pki::sign_request(&self.envoy.signing, "CheckIn", &bytes, unix_now());
+        let sig = vigo_pki::sign_request(&self.envoy.signing, "CheckIn", &bytes, vigo_agent::checkin::now());
         let signed =
             Signed { body: bytes, timestamp: sig.timestamp, nonce: sig.nonce, signature: sig.signature.into_bytes() };
         let reply = client
@@ -410,13 +410,6 @@ impl Simulated {
             }),
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

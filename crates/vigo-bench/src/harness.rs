@@ -98,6 +98,7 @@ impl Server {
             .arg(format!("127.0.0.1:{api_port}"))
             .arg("--interval")
             .arg(SERVER_INTERVAL_SECS)
+            // `VIGO_BENCH_SERVER_LOG=warn,vigo_server::writer=debug` shows every batch written.
             .env("RUST_LOG", std::env::var("VIGO_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
