@@ -39,12 +39,14 @@ pub async fn serve(server: Server, writer: crate::writer::WriterHandle) -> anyho
     ));
     let router = crate::rest::router(server.clone());
     let api = tokio::spawn(serve_api(api_listener, TlsAcceptor::from(Arc::new(api_tls)), router, stop_rx));
+    let pruning = tokio::spawn(prune_reports(server.clone()));
 
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     // Open `Events` streams would hold the graceful shutdown open forever.
     server.events.close();
+    pruning.abort();
     let _ = grpc.await;
     let _ = api.await;
     drop(server);
@@ -84,6 +86,39 @@ async fn serve_api(
                 tracing::debug!(peer = %addr, error = %e, "API connection ended");
             }
         });
+    }
+}
+
+/// How often reports past their retention are deleted, and how many per statement.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+const PRUNE_CHUNK: i64 = 10_000;
+
+/// Deletes reports older than `report_retention_days`, hourly (first a minute after
+/// start), in chunks so that no statement holds the database for long.
+async fn prune_reports(server: Server) {
+    let days = server.settings.report_retention_days;
+    if days == 0 {
+        return;
+    }
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + std::time::Duration::from_secs(60), PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        let before = crate::now() - i64::from(days) * 86_400;
+        let mut pruned = 0;
+        loop {
+            match server.store.prune_reports(before, PRUNE_CHUNK).await {
+                Ok(0) => break,
+                Ok(n) => pruned += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning old reports failed; trying again in an hour");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, days, "old reports pruned");
+        }
     }
 }
 

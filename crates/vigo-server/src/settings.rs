@@ -21,6 +21,9 @@ pub struct Settings {
     pub bundle_expiry_secs: Option<u64>,
     /// Where `secret:<path>` values are resolved at publish.
     pub secrets: Secrets,
+    /// Days a run report is kept; each envoy's newest report is kept regardless.
+    /// 0 keeps every report.
+    pub report_retention_days: u32,
 }
 
 /// The longest a secret command may run.
@@ -93,6 +96,7 @@ impl Default for Settings {
             storage: Storage::default(),
             bundle_expiry_secs: None,
             secrets: Secrets::default(),
+            report_retention_days: 14,
         }
     }
 }
@@ -181,6 +185,9 @@ mod tests {
         assert_eq!(s.interval_secs, 15);
         assert_eq!(s.listen.grpc, "127.0.0.1:1530".parse().expect("addr"));
         assert_eq!(s.listen.api, Listen::default().api);
+        assert_eq!(s.report_retention_days, 14);
+        let s = Settings::parse("s", "report_retention_days: 0\n").expect("keep every report");
+        assert_eq!(s.report_retention_days, 0);
     }
 
     #[test]

@@ -49,6 +49,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0006_hot_envoy_rows.sql"),
         include_str!("../migrations/postgres/0006_hot_envoy_rows.sql"),
     ),
+    (
+        7,
+        "report_retention",
+        include_str!("../migrations/sqlite/0007_report_retention.sql"),
+        include_str!("../migrations/postgres/0007_report_retention.sql"),
+    ),
 ];
 
 /// The migrator for one dialect.

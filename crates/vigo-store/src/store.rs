@@ -424,6 +424,19 @@ impl Store {
             .map_err(on_row(REPORTS, "list", name))
     }
 
+    /// Deletes at most `limit` reports received before `before`, oldest first, and returns
+    /// how many went. An envoy's newest report is kept whatever its age: it is the
+    /// envoy's last report.
+    pub async fn prune_reports(&self, before: i64, limit: i64) -> Result<u64> {
+        const SQL: &str = "DELETE FROM reports WHERE (envoy, seq) IN (\
+            SELECT r.envoy, r.seq FROM reports r \
+            WHERE r.received_at < $1 \
+            AND r.seq < (SELECT MAX(n.seq) FROM reports n WHERE n.envoy = r.envoy) \
+            ORDER BY r.received_at LIMIT $2)";
+        on_pool!(self, p => sqlx::query(SQL).bind(before).bind(limit).execute(p).await.map(|done| done.rows_affected()))
+            .map_err(on_table(REPORTS, "prune"))
+    }
+
     /// Every vigosync version any envoy has seen, by envoy, user and name.
     pub async fn vigosync_seen(&self) -> Result<Vec<SeenRow>> {
         const SQL: &str =

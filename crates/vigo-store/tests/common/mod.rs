@@ -39,6 +39,7 @@ macro_rules! every_scenario {
             batch_equals_one_at_a_time,
             versions_and_bundles,
             reports_are_stored_once,
+            old_reports_are_pruned_but_not_the_last,
             vigosync_seen_moves_forward,
         );
     };
@@ -499,6 +500,36 @@ pub async fn reports_are_stored_once(store: Store) {
     store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
     assert!(store.reports("web-1").await.expect("list").is_empty());
     assert_eq!(store.reports("web-2").await.expect("list").len(), web2.len(), "other envoys keep theirs");
+}
+
+pub async fn old_reports_are_pruned_but_not_the_last(store: Store) {
+    for name in ["web-1", "web-2", "web-3"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    // web-1: five reports a minute apart; web-2: one old report; web-3: one recent report.
+    let mut ops: Vec<WriteOp> = (1..=5).map(|s| reports("web-1", NOW + 60 * s, &[s])).collect();
+    ops.push(reports("web-2", NOW, &[1]));
+    ops.push(reports("web-3", NOW + 600, &[1]));
+    store.apply_batch(&ops).await.expect("reports");
+    let seqs = |name: &'static str| {
+        let store = store.clone();
+        async move { store.reports(name).await.expect("list").iter().map(|r| r.seq).collect::<Vec<_>>() }
+    };
+
+    // Older than the cut-off goes, at most `limit` at a time, oldest first; each envoy's
+    // newest stays.
+    assert_eq!(store.prune_reports(NOW + 200, 2).await.expect("prune"), 2);
+    assert_eq!(seqs("web-1").await, [3, 4, 5]);
+    assert_eq!(store.prune_reports(NOW + 200, 2).await.expect("prune"), 1);
+    assert_eq!(seqs("web-1").await, [4, 5]);
+    assert_eq!(store.prune_reports(NOW + 200, 2).await.expect("prune"), 0, "nothing older is left");
+    assert_eq!(seqs("web-2").await, [1], "the last report stays, however old");
+    // Everything but the newest, when the cut-off is past them all.
+    assert_eq!(store.prune_reports(NOW + 10_000, 100).await.expect("prune"), 1);
+    assert_eq!((seqs("web-1").await, seqs("web-2").await, seqs("web-3").await), (vec![5], vec![1], vec![1]));
+    let last: Vec<(String, i64)> =
+        store.envoys().await.expect("envoys").into_iter().map(|e| (e.name, e.report_seq)).collect();
+    assert_eq!(last, [("web-1".to_owned(), 5), ("web-2".to_owned(), 1), ("web-3".to_owned(), 1)]);
 }
 
 pub fn seen(envoy: &str, user: &str, name: &str, mtime: i64, sha256: &str) -> SeenRow {
