@@ -396,15 +396,11 @@ fn usable_reports(name: &str, reports: &[QueuedReport]) -> (Vec<(i64, String)>, 
             continue;
         };
         match std::str::from_utf8(&r.json) {
-            Ok(json) if seq != 0 && is_json(json) => rows.push((seq, json.to_owned())),
+            Ok(json) if seq != 0 && vigo_store::is_json(json) => rows.push((seq, json.to_owned())),
             _ => tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0"),
         }
     }
     (rows, highest)
-}
-
-fn is_json(text: &str) -> bool {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// Most queued reports one check-in may carry; the agent sends its backlog in chunks.

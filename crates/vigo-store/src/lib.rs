@@ -15,4 +15,4 @@ mod store;
 
 pub use error::{Result, StoreError};
 pub use rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp};
-pub use store::{AuditEvent, AuditRow, Backend, GENESIS_HASH, Store};
+pub use store::{AuditEvent, AuditRow, Backend, GENESIS_HASH, Store, is_json};

@@ -600,7 +600,9 @@ fn push_rows(sql: &mut String, rows: usize, types: &[&str], backend: Backend) {
     }
 }
 
-/// Whether `text` is one JSON value (what the JSON columns' constraints accept).
-fn is_json(text: &str) -> bool {
+/// Whether `text` is one JSON value (what the JSON columns' constraints accept). Writers
+/// that share a batch check their values with it first, so that one bad value is refused
+/// alone instead of failing everyone's transaction.
+pub fn is_json(text: &str) -> bool {
     serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
