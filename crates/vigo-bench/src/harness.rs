@@ -193,15 +193,17 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for a clean exit (the server flushes its writer first).
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Returns the server's directory (the state directory is `state/` in it) for a
+    /// look at what it stored.
+    pub async fn stop(self) -> anyhow::Result<tempfile::TempDir> {
         // Closing the admin connection first: the server waits for open connections
         // before it flushes its writer.
-        let Self { mut child, pid, http, log, .. } = self;
+        let Self { mut child, pid, http, log, dir, .. } = self;
         drop(http);
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).context("vigosrv pid out of range")?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("cannot signal vigosrv")?;
         match tokio::time::timeout(SHUTDOWN_TIMEOUT, child.wait()).await {
-            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) if status.success() => Ok(dir),
             Ok(Ok(status)) => anyhow::bail!("vigosrv exited with {status}:\n{}", tail(&log)),
             Ok(Err(e)) => Err(e).context("cannot wait for vigosrv"),
             Err(_) => {

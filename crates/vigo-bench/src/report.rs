@@ -40,6 +40,9 @@ pub struct Report {
     /// Over the whole run: reports queued, and those the server acknowledged as stored.
     pub reports_sent: u64,
     pub reports_acked: u64,
+    /// Reports in the server's database after it stopped (each envoy's checked to be
+    /// exactly the ones it queued); `None` when the server could not be stopped.
+    pub reports_stored: Option<u64>,
     pub server: ProcessUse,
     pub generator: ProcessUse,
     /// Share of all CPUs the machine was busy during the window.
@@ -98,7 +101,7 @@ impl Report {
             self.interval_ms,
             self.offered_per_sec,
             if self.reports {
-                "the agent's queue: one new run report per check-in, acknowledged once stored"
+                "the agent's queue: one new run report per check-in, acknowledged once stored (under load: at the next check-in)"
             } else {
                 "none (--no-reports)"
             }
@@ -131,9 +134,10 @@ impl Report {
             self.bundles_received, self.not_modified
         );
         if self.reports {
+            let stored = self.reports_stored.map_or_else(|| "not counted".into(), |n| format!("{n} stored, each once"));
             let _ = writeln!(
                 out,
-                "reports:      {} queued, {} acknowledged as stored (whole run)",
+                "reports:      {} queued, {} acknowledged as stored, {stored} (whole run)",
                 self.reports_sent, self.reports_acked
             );
         }

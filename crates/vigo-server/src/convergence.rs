@@ -91,6 +91,7 @@ mod tests {
             policy_version: None,
             last_report: report.map(|r| Arc::new(r.to_string())),
             report_seq: 1,
+            reports: crate::fleet::ReportProgress::at(1),
             bundle: None,
             age_recipient: None,
         }

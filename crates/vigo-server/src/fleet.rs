@@ -26,11 +26,59 @@ pub struct Envoy {
     pub policy_version: Option<String>,
     pub last_report: Option<Arc<String>>,
     pub report_seq: i64,
+    /// How far its queued run reports got: handed to the writer, and stored.
+    pub reports: ReportProgress,
     /// The bundle chosen for this envoy under the policy number it was chosen for.
     pub bundle: Option<(i64, Arc<SignedBundle>)>,
     /// The age X25519 recipient its secrets are sealed to (`None`: enrolled before
     /// secrets existed; its bundles carry no secret values).
     pub age_recipient: Option<String>,
+}
+
+/// An envoy's queued run reports on their way to the store. The agent numbers its
+/// reports and sends the unacknowledged ones, oldest first, at every check-in; it
+/// forgets those up to the sequence number an answer acknowledges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportProgress {
+    /// Everything the agent sent up to here is stored (or was dropped as unusable):
+    /// what may be acknowledged.
+    pub stored: u64,
+    /// Everything up to here was handed to the writer; a resend of it is not
+    /// written again.
+    pub queued: u64,
+}
+
+impl ReportProgress {
+    /// Both marks at `seq`: an envoy loaded from the store, whose newest stored
+    /// report is `seq`.
+    pub fn at(seq: u64) -> Self {
+        Self { stored: seq, queued: seq }
+    }
+
+    /// A check-in carried reports up to `highest`. Returns `Some(base)` when some
+    /// of them are new, that is above `base`, and marks them queued; `None` when
+    /// all were already queued.
+    pub fn claim(&mut self, highest: u64) -> Option<u64> {
+        (highest > self.queued).then(|| std::mem::replace(&mut self.queued, highest))
+    }
+
+    /// The writer's outcome for reports claimed as `(base, highest]`. Stored ones
+    /// count only when everything up to `base` is stored too: after a failed commit
+    /// a later one would otherwise acknowledge the lost reports. A failure makes
+    /// whatever is not stored new again, so the agent's resend is written.
+    pub fn settle(&mut self, base: u64, highest: u64, stored: bool) {
+        if !stored {
+            self.queued = self.queued.min(self.stored);
+        } else if self.stored >= base {
+            self.stored = self.stored.max(highest);
+        }
+    }
+
+    /// The acknowledgement for a check-in whose reports went up to `highest`: never
+    /// more than the agent sent.
+    pub fn ack(&self, highest: u64) -> u64 {
+        self.stored.min(highest)
+    }
 }
 
 /// The in-memory fleet.
@@ -56,6 +104,11 @@ impl FleetIndex {
             Some(e) if e.revoked_at.is_some() => Err("envoy is revoked"),
             Some(e) => Ok((e.key, e.cert_fingerprint.clone())),
         }
+    }
+
+    /// An envoy's report progress, read without copying the envoy.
+    pub fn reports(&self, name: &str) -> Option<ReportProgress> {
+        self.read().get(name).map(|e| e.reports)
     }
 
     /// Changes one envoy under the write lock; `None` when it is unknown.
@@ -106,5 +159,48 @@ impl FleetIndex {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Envoy>> {
         self.envoys.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReportProgress;
+
+    #[test]
+    fn resends_are_claimed_once_and_acknowledged_once_stored() {
+        let mut p = ReportProgress::at(3);
+        assert_eq!(p.claim(3), None, "nothing new");
+        assert_eq!(p.claim(5), Some(3));
+        assert_eq!(p.claim(5), None, "a resend before the commit is not written twice");
+        assert_eq!(p.ack(5), 3, "not stored yet");
+        p.settle(3, 5, true);
+        assert_eq!(p.ack(5), 5);
+        assert_eq!(p.ack(4), 4, "never more than the agent sent");
+    }
+
+    #[test]
+    fn a_failed_commit_acknowledges_nothing_after_it() {
+        let mut p = ReportProgress::default();
+        assert_eq!(p.claim(1), Some(0));
+        assert_eq!(p.claim(2), Some(1));
+        // The batch holding report 1 fails; the one holding report 2 commits.
+        p.settle(0, 1, false);
+        p.settle(1, 2, true);
+        assert_eq!(p.ack(2), 0, "report 1 is lost, so 2 cannot be acknowledged");
+        // The agent resends both; they are new again and both written.
+        assert_eq!(p.claim(2), Some(0));
+        p.settle(0, 2, true);
+        assert_eq!(p, ReportProgress::at(2));
+    }
+
+    #[test]
+    fn commits_settle_in_order() {
+        let mut p = ReportProgress::at(10);
+        let first = p.claim(11).expect("new");
+        let second = p.claim(12).expect("new");
+        p.settle(first, 11, true);
+        assert_eq!(p.ack(12), 11);
+        p.settle(second, 12, true);
+        assert_eq!(p.ack(12), 12);
     }
 }

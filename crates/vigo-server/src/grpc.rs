@@ -174,6 +174,7 @@ impl Agent for AgentService {
             policy_version: None,
             last_report: None,
             report_seq: 0,
+            reports: crate::fleet::ReportProgress::default(),
             bundle: None,
             age_recipient: Some(age_recipient),
         });
@@ -304,12 +305,8 @@ impl AgentService {
                 format!("{} queued reports in one check-in (at most {MAX_REPORTS_PER_CHECKIN})", body.reports.len());
             return Err(refuse_body(&name, &why));
         }
-        // Queued reports are checked here, once: one that is not JSON would fail the
-        // batched transaction it shares with other envoys' check-ins.
-        let (queued, acked) = usable_reports(&name, &body.reports);
-        // The newest report is also the envoy's "last report".
-        let newest = queued.iter().max_by_key(|(seq, _)| *seq);
-        let send_traits = self
+        let highest = body.reports.iter().map(|r| r.seq).max().unwrap_or(0);
+        let updated = self
             .server
             .fleet
             .update(&name, |e| {
@@ -322,16 +319,12 @@ impl AgentService {
                     e.traits = Some(t.clone());
                     e.traits_digest = Some(body.traits_digest.clone());
                 }
-                if let Some((seq, json)) = newest
-                    && *seq > e.report_seq
-                {
-                    e.last_report = Some(Arc::new(json.clone()));
-                    e.report_seq = *seq;
-                }
-                (e.traits_digest.as_deref() != Some(body.traits_digest.as_str()), e.enrolled_at)
+                // Only reports not already on their way to the store are written.
+                let claim = e.reports.claim(highest);
+                (e.traits_digest.as_deref() != Some(body.traits_digest.as_str()), e.enrolled_at, claim)
             })
             .ok_or_else(|| Status::permission_denied("unknown envoy"))?;
-        let (send_traits, enrolled_at) = send_traits;
+        let (send_traits, enrolled_at, claim) = updated;
         let sync =
             self.server.vigosync.check_in(&name, traits.as_ref().map(|(t, _)| t.as_ref()), addr, enrolled_at, now);
         for target in &sync.poke {
@@ -343,20 +336,17 @@ impl AgentService {
             traits_json: traits.map(|(_, s)| s),
             policy_version: body.policy_version.clone(),
         };
-        // Queued reports are acknowledged only once they are durable: the check-in waits
-        // for the commit of the batch they join. Without them nothing waits.
-        let acked_seq = if queued.is_empty() {
-            self.server.writer.send(check_in).await;
-            acked
-        } else {
-            let reports = WriteOp::Reports { envoy: name.clone(), at: now, reports: queued };
-            if self.server.writer.write_durably(vec![reports, check_in]).await {
-                acked
-            } else {
-                tracing::error!(envoy = name, "queued reports not stored; the agent will resend them");
-                0
+        match claim {
+            None => self.server.writer.send(check_in).await,
+            Some(base) => {
+                // Checked here, once: a report that is not JSON would fail the batched
+                // transaction it shares with other envoys' check-ins.
+                let fresh = usable_reports(&name, body.reports.iter().filter(|r| r.seq > base));
+                self.store_reports(&name, now, (base, highest), fresh, check_in).await;
             }
-        };
+        }
+        // Acknowledged: what is stored, never more than this check-in carried.
+        let acked_seq = self.server.fleet.reports(&name).map_or(0, |p| p.ack(highest));
         if !sync.seen.is_empty() {
             self.server.writer.send(WriteOp::VigosyncSeen(sync.seen)).await;
         }
@@ -381,15 +371,60 @@ impl AgentService {
                 .collect(),
         }))
     }
+
+    /// Writes the new reports `fresh` (of those claimed as `(base, highest]`) with the
+    /// check-in. An answer acknowledges only stored reports, so a check-in whose
+    /// reports should be acknowledged at once waits for the commit: always for a
+    /// backlog (an agent back from an outage drains its queue in a few check-ins), and
+    /// for a single new report while the writer is not busy. On a busy server the
+    /// steady state, one new report per check-in, does not wait for the disk: it is
+    /// acknowledged at the next check-in, once stored.
+    async fn store_reports(
+        &self,
+        name: &str,
+        now: i64,
+        (base, highest): (u64, u64),
+        fresh: Vec<(i64, String)>,
+        check_in: WriteOp,
+    ) {
+        let wait = fresh.len() > 1 || !self.server.writer.busy();
+        // Once stored, the newest report is also the envoy's "last report".
+        let newest = fresh.iter().max_by_key(|(seq, _)| *seq).map(|(seq, json)| (*seq, Arc::new(json.clone())));
+        let mut ops = Vec::with_capacity(2);
+        if !fresh.is_empty() {
+            ops.push(WriteOp::Reports { envoy: name.to_owned(), at: now, reports: fresh });
+        }
+        ops.push(check_in);
+        let server = self.server.clone();
+        let envoy = name.to_owned();
+        let settle = Box::new(move |stored: bool| {
+            if !stored {
+                tracing::error!(envoy, "queued reports not stored; the agent will resend them");
+            }
+            server.fleet.update(&envoy, |e| {
+                e.reports.settle(base, highest, stored);
+                if let Some((seq, json)) = newest
+                    && stored
+                    && seq > e.report_seq
+                {
+                    e.last_report = Some(json);
+                    e.report_seq = seq;
+                }
+            });
+        });
+        if wait {
+            self.server.writer.write_durably_then(ops, settle).await;
+        } else {
+            self.server.writer.send_then(ops, settle).await;
+        }
+    }
 }
 
-/// The queued reports worth storing, as `(seq, JSON)`, and the highest sequence number
-/// the agent may forget (0: none). A report that is not JSON or has sequence number 0
-/// cannot be stored and would wedge the agent's queue on every resend, so it is dropped
-/// (and acknowledged) with a warning.
-fn usable_reports(name: &str, reports: &[QueuedReport]) -> (Vec<(i64, String)>, u64) {
-    let highest = reports.iter().map(|r| r.seq).max().unwrap_or(0);
-    let mut rows = Vec::with_capacity(reports.len());
+/// The queued reports worth storing, as `(seq, JSON)`. A report that is not JSON or
+/// has sequence number 0 cannot be stored and would wedge the agent's queue on every
+/// resend, so it is dropped (and acknowledged with the rest) with a warning.
+fn usable_reports<'a>(name: &str, reports: impl Iterator<Item = &'a QueuedReport>) -> Vec<(i64, String)> {
+    let mut rows = Vec::new();
     for r in reports {
         let Ok(seq) = i64::try_from(r.seq) else {
             tracing::warn!(envoy = name, seq = r.seq, "report dropped: sequence number out of range");
@@ -400,7 +435,7 @@ fn usable_reports(name: &str, reports: &[QueuedReport]) -> (Vec<(i64, String)>, 
             _ => tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0"),
         }
     }
-    (rows, highest)
+    rows
 }
 
 /// Most queued reports one check-in may carry; the agent sends its backlog in chunks.

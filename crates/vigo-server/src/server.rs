@@ -386,6 +386,8 @@ pub fn envoy_from_row(row: EnvoyRow) -> anyhow::Result<Envoy> {
         policy_version: row.policy_version,
         last_report: row.last_report_json.map(Arc::new),
         report_seq: row.report_seq,
+        // Reports were acknowledged only once stored, so all up to the newest are.
+        reports: crate::fleet::ReportProgress::at(u64::try_from(row.report_seq).unwrap_or(0)),
         bundle: None,
         age_recipient: row.age_recipient,
     })

@@ -2,14 +2,14 @@
 //! few, large transactions.
 //!
 //! Most updates are queued and forgotten: the check-in path never waits on the
-//! database for them. An update whose caller must know it is stored (queued run
-//! reports, which the agent forgets once acknowledged) waits for the commit of the
-//! batch it lands in: a group commit, so thousands of check-ins a second share a few
-//! dozen transactions instead of each paying for its own.
-
-use std::time::Duration;
+//! database for them. An update whose caller must learn that it is stored (queued
+//! run reports, which the agent forgets once acknowledged) carries a callback that
+//! runs once the batch it lands in is committed, or fails. A caller may also wait
+//! for that commit: a group commit, so many check-ins share one transaction instead
+//! of each paying for its own.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use vigo_store::{Store, WriteOp};
@@ -19,11 +19,20 @@ const MAX_BATCH: usize = 1024;
 /// How long the writer gathers more operations after the first one arrives, unless
 /// one of them has a caller waiting for its commit.
 const LINGER: Duration = Duration::from_millis(50);
+/// Updates a second from which the writer counts as busy (about 1,500 envoys at a
+/// 15 s interval).
+pub const BUSY_RATE: u32 = 100;
 
-/// Operations queued together, and who waits for their commit.
+/// Runs on the writer task with the outcome of the commit (true: stored). It must
+/// be quick: the next batch waits for it.
+pub type OnCommit = Box<dyn FnOnce(bool) + Send>;
+
+/// Operations queued together, and who learns of their commit.
 struct Queued {
     ops: Vec<WriteOp>,
-    committed: Option<oneshot::Sender<bool>>,
+    on_commit: Option<OnCommit>,
+    /// A caller waits for the commit, so the writer does not linger.
+    urgent: bool,
 }
 
 /// The sending side, cloned into every task that writes.
@@ -32,6 +41,48 @@ pub struct Writer {
     tx: mpsc::Sender<Queued>,
     /// Cuts a linger short when a caller waits for a commit.
     urgent: Arc<Notify>,
+    /// How many updates were queued lately.
+    rate: Arc<std::sync::Mutex<Rate>>,
+}
+
+/// Updates queued per second: the current second's count and the previous one's.
+struct Rate {
+    epoch: Instant,
+    second: u64,
+    current: u32,
+    previous: u32,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self { epoch: Instant::now(), second: 0, current: 0, previous: 0 }
+    }
+}
+
+impl Rate {
+    /// Counts one update in second `now` (since the epoch).
+    fn count(&mut self, now: u64) {
+        self.roll(now);
+        self.current = self.current.saturating_add(1);
+    }
+
+    /// True when second `now` or the one before it saw [`BUSY_RATE`] updates.
+    fn busy(&mut self, now: u64) -> bool {
+        self.roll(now);
+        self.current.max(self.previous) >= BUSY_RATE
+    }
+
+    fn roll(&mut self, now: u64) {
+        if now != self.second {
+            self.previous = if now == self.second + 1 { self.current } else { 0 };
+            self.current = 0;
+            self.second = now;
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
 }
 
 /// Stops the writer task: it writes everything already queued, then ends, even
@@ -55,26 +106,64 @@ impl Writer {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let urgent = Arc::new(Notify::new());
         let task = tokio::spawn(run(store, rx, stopped, urgent.clone()));
-        (Self { tx, urgent }, WriterHandle { stop, task })
+        (Self { tx, urgent, rate: Arc::default() }, WriterHandle { stop, task })
     }
 
     /// Queues an operation; when the queue is full the caller waits (back-pressure).
     pub async fn send(&self, op: WriteOp) {
-        if self.tx.send(Queued { ops: vec![op], committed: None }).await.is_err() {
-            tracing::error!("batching writer has stopped; an update was lost");
-        }
+        self.queue(Queued { ops: vec![op], on_commit: None, urgent: false }).await;
     }
 
-    /// Queues `ops` to be written in one transaction with whatever else is queued, and
-    /// waits for its commit: true once they are stored, false when the transaction
-    /// failed (the error is logged) or the writer has stopped.
-    pub async fn write_durably(&self, ops: Vec<WriteOp>) -> bool {
+    /// Queues `ops` for one transaction with whatever else is queued; `on_commit` runs
+    /// with its outcome (false when it failed, with the error logged, or when the
+    /// writer has stopped).
+    pub async fn send_then(&self, ops: Vec<WriteOp>, on_commit: OnCommit) {
+        self.queue(Queued { ops, on_commit: Some(on_commit), urgent: false }).await;
+    }
+
+    /// Like [`Writer::send_then`], and waits until `on_commit` has run; the writer
+    /// commits without lingering. Returns the outcome.
+    pub async fn write_durably_then(&self, ops: Vec<WriteOp>, on_commit: OnCommit) -> bool {
         let (committed, outcome) = oneshot::channel();
-        if self.tx.send(Queued { ops, committed: Some(committed) }).await.is_err() {
-            return false;
-        }
+        let on_commit: OnCommit = Box::new(move |stored| {
+            on_commit(stored);
+            let _ = committed.send(stored);
+        });
+        self.queue(Queued { ops, on_commit: Some(on_commit), urgent: true }).await;
         self.urgent.notify_one();
         outcome.await.unwrap_or(false)
+    }
+
+    /// Queues `ops` and waits for their commit: true once they are stored.
+    pub async fn write_durably(&self, ops: Vec<WriteOp>) -> bool {
+        self.write_durably_then(ops, Box::new(|_| {})).await
+    }
+
+    /// True when at least [`BUSY_RATE`] updates were queued in the current or the
+    /// previous second: batches then follow each other closely, and a caller that
+    /// waits for a commit waits for a batch already being written too.
+    pub fn busy(&self) -> bool {
+        let mut rate = self.rate();
+        let now = rate.now();
+        rate.busy(now)
+    }
+
+    fn rate(&self) -> std::sync::MutexGuard<'_, Rate> {
+        self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn queue(&self, queued: Queued) {
+        {
+            let mut rate = self.rate();
+            let now = rate.now();
+            rate.count(now);
+        }
+        if let Err(mpsc::error::SendError(lost)) = self.tx.send(queued).await {
+            tracing::error!("batching writer has stopped; an update was lost");
+            if let Some(on_commit) = lost.on_commit {
+                on_commit(false);
+            }
+        }
     }
 }
 
@@ -97,7 +186,7 @@ async fn run(
         // channel instead would wake the task for every check-in. A backlog that
         // already fills a batch, or a caller waiting for the commit, ends the wait; the
         // operations that queue up while a commit runs then make the next batch.
-        if !backlog && batch.waiting.is_empty() {
+        if !backlog && !batch.urgent {
             tokio::select! {
                 () = tokio::time::sleep(LINGER) => {}
                 () = urgent.notified() => {}
@@ -123,27 +212,29 @@ async fn run(
     batch.write(&store).await;
 }
 
-/// Operations gathered for one transaction, and the callers waiting for it.
+/// Operations gathered for one transaction, and the callbacks waiting for it.
 #[derive(Default)]
 struct Batch {
     ops: Vec<WriteOp>,
-    waiting: Vec<oneshot::Sender<bool>>,
+    on_commit: Vec<OnCommit>,
+    urgent: bool,
 }
 
 impl Batch {
     fn push(&mut self, queued: Queued) {
         self.ops.extend(queued.ops);
-        self.waiting.extend(queued.committed);
+        self.on_commit.extend(queued.on_commit);
+        self.urgent |= queued.urgent;
     }
 
     async fn write(&mut self, store: &Store) {
-        if self.ops.is_empty() {
+        if self.ops.is_empty() && self.on_commit.is_empty() {
             return;
         }
-        let began = std::time::Instant::now();
+        let began = Instant::now();
         let stored = match store.apply_batch(&self.ops).await {
             Ok(()) => {
-                tracing::debug!(ops = self.ops.len(), waiting = self.waiting.len(), took = ?began.elapsed(), "batch written");
+                tracing::debug!(ops = self.ops.len(), callbacks = self.on_commit.len(), urgent = self.urgent, took = ?began.elapsed(), "batch written");
                 true
             }
             Err(e) => {
@@ -151,11 +242,12 @@ impl Batch {
                 false
             }
         };
-        for waiting in self.waiting.drain(..) {
-            // A caller that gave up (its connection closed) no longer listens.
-            let _ = waiting.send(stored);
-        }
         self.ops.clear();
+        self.urgent = false;
+        // In queue order: a later update's callback may rely on an earlier one's.
+        for on_commit in self.on_commit.drain(..) {
+            on_commit(stored);
+        }
     }
 }
 
@@ -200,6 +292,59 @@ mod tests {
         let checkins: Vec<_> = envoys.iter().map(|e| (e.name.as_str(), e.last_checkin)).collect();
         assert_eq!(checkins, [("web-1", Some(8)), ("web-2", Some(7))]);
         handle.close().await;
+    }
+
+    /// An update queued without a wait learns of its commit through its callback, in
+    /// queue order, whatever the outcome.
+    #[tokio::test]
+    async fn callbacks_run_after_the_commit_in_queue_order() {
+        let (_dir, store) = store_with(&["web-1"]).await;
+        let (writer, handle) = Writer::start(store.clone());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Each callback reports (its update, the outcome).
+        let note = |seq: i64| -> OnCommit {
+            let tx = tx.clone();
+            Box::new(move |stored| {
+                let _ = tx.send((seq, stored));
+            })
+        };
+        for seq in [1, 2] {
+            writer.send_then(vec![reports("web-1", &[seq])], note(seq)).await;
+        }
+        assert_eq!(rx.recv().await, Some((1, true)));
+        assert_eq!(rx.recv().await, Some((2, true)));
+        assert_eq!(store.reports("web-1").await.expect("reports").len(), 2, "stored when the callbacks ran");
+        // A failed commit reaches its callback too.
+        let bad = WriteOp::Reports { envoy: "web-1".into(), at: 5, reports: vec![(3, "not json".into())] };
+        writer.send_then(vec![bad], note(3)).await;
+        assert_eq!(rx.recv().await, Some((3, false)));
+        handle.close().await;
+        // So does an update the stopped writer never took.
+        writer.send_then(vec![reports("web-1", &[4])], note(4)).await;
+        assert_eq!(rx.recv().await, Some((4, false)));
+    }
+
+    /// The writer is busy from [`BUSY_RATE`] updates a second on, for that second
+    /// and the next.
+    #[test]
+    fn busy_from_the_busy_rate() {
+        let mut rate = Rate::default();
+        for _ in 1..BUSY_RATE {
+            rate.count(7);
+        }
+        assert!(!rate.busy(7));
+        rate.count(7);
+        assert!(rate.busy(7));
+        assert!(rate.busy(8), "the previous second counts");
+        assert!(!rate.busy(10), "two quiet seconds later");
+        // Split over two seconds, the same number is not busy.
+        for _ in 0..BUSY_RATE / 2 {
+            rate.count(11);
+        }
+        for _ in 0..BUSY_RATE / 2 {
+            rate.count(12);
+        }
+        assert!(!rate.busy(12));
     }
 
     /// Many callers waiting at once all learn the outcome of the commit they shared.

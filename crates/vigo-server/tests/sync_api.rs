@@ -248,15 +248,16 @@ async fn events_are_authenticated_like_check_ins() {
     assert!(h2.events_as("h2").await.is_err(), "a revoked envoy is refused");
 }
 
-/// Queued reports are acknowledged only once stored (the check-in waits for the batch
-/// it joins to commit); a resend changes nothing; a report that is not JSON is dropped
-/// and acknowledged, so it cannot wedge the agent's queue or fail other envoys' batch.
+/// Queued reports are acknowledged only once stored. A backlog, or a report while
+/// the server is not busy, waits for the commit; a single new report on a busy server
+/// is acknowledged at a later check-in, once stored, and never written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_reports_are_acknowledged_once_stored() {
     let w = World::start().await;
     let mut web1 = w.enroll("web-1").await;
     let stored =
         |rows: Vec<vigo_store::ReportRow>| rows.into_iter().map(|r| (r.seq, r.report_json)).collect::<Vec<_>>();
+    let seqs = |rows: &[(i64, String)]| rows.iter().map(|(s, _)| *s).collect::<Vec<_>>();
 
     let resp = web1.check_in_reports(&[(1, r#"{"run":1}"#), (2, r#"{"run":2}"#)]).await;
     assert_eq!(resp.acked_seq, 2);
@@ -268,14 +269,14 @@ async fn queued_reports_are_acknowledged_once_stored() {
     let resp = web1.check_in_reports(&[(2, r#"{"run":"again"}"#), (3, r#"{"run":3}"#)]).await;
     assert_eq!(resp.acked_seq, 3);
     let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
-    assert_eq!(rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(seqs(&rows), [1, 2, 3]);
     assert_eq!(rows[1].1, r#"{"run":2}"#, "the first copy stays");
 
     // Not JSON (or sequence number 0): dropped, the rest stored, all acknowledged.
     let resp = web1.check_in_reports(&[(4, "{cut"), (0, "{}"), (5, r#"{"run":5}"#)]).await;
     assert_eq!(resp.acked_seq, 5);
     let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
-    assert_eq!(rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3, 5]);
+    assert_eq!(seqs(&rows), [1, 2, 3, 5]);
 
     // The newest stored report is the envoy's last report, in memory and after a reload.
     let entry = w.server.fleet.get("web-1").expect("web-1");
@@ -285,4 +286,38 @@ async fn queued_reports_are_acknowledged_once_stored() {
 
     // A check-in without reports acknowledges nothing new.
     assert_eq!(web1.check_in(None).await.acked_seq, 0);
+
+    // A busy server: many updates a second, and another connection holds the
+    // database's write lock so that none of them is committed meanwhile.
+    let url = w.server.state.sqlite_url();
+    let mut holder = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.expect("take the write lock");
+    // Twice the rate, so that one second holds enough even if the count straddles two.
+    for _ in 0..2 * vigo_server::writer::BUSY_RATE {
+        let at = vigo_server::now();
+        w.server
+            .writer
+            .send(vigo_store::WriteOp::CheckIn {
+                envoy: "web-1".into(),
+                at,
+                traits_json: None,
+                policy_version: String::new(),
+            })
+            .await;
+    }
+    assert!(w.server.writer.busy());
+    let resp = web1.check_in_reports(&[(6, r#"{"run":6}"#)]).await;
+    assert_eq!(resp.acked_seq, 5, "report 6 is not stored yet, so not acknowledged");
+    let resp = web1.check_in_reports(&[(6, r#"{"run":6}"#)]).await;
+    assert_eq!(resp.acked_seq, 5, "the resend is already on its way and still not stored");
+    assert_eq!(w.server.fleet.get("web-1").expect("web-1").report_seq, 5, "the last report is a stored one");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.expect("release the write lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while web1.check_in_reports(&[(6, r#"{"run":6}"#)]).await.acked_seq != 6 {
+        assert!(std::time::Instant::now() < deadline, "report 6 was never acknowledged");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
+    assert_eq!(seqs(&rows), [1, 2, 3, 5, 6], "report 6 stored once");
+    assert_eq!(w.server.fleet.get("web-1").expect("web-1").report_seq, 6);
 }
