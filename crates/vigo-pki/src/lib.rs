@@ -32,7 +32,10 @@ pub use ca::{CaError, FleetCa};
 pub use envoy::{EnvoyError, EnvoyTlsKey};
 pub use files::FileError;
 pub use seal::{AgeIdentity, SealError};
-pub use signing::{PublicKey, Refusal, RequestSignature, SigningError, SigningKey, Verifier, sign_request};
+pub use signing::{
+    PendingRequest, PublicKey, Refusal, RequestSignature, SigningError, SigningKey, Verifier, check_signatures,
+    sign_request,
+};
 pub use tls::{
     RevocationList, TlsError, cert_fingerprint, client_config, install_provider, peer_identity, server_config,
 };

@@ -199,7 +199,7 @@ impl Agent for AgentService {
     async fn check_in(&self, req: Request<Signed>) -> Result<Response<CheckInResponse>, Status> {
         let peer = peer_of(&req);
         let signed = req.into_inner();
-        let (identity, body, now) = self.authenticate::<CheckInBody>(&peer, &signed, "CheckIn")?;
+        let (identity, body, now) = self.authenticate::<CheckInBody>(&peer, &signed, "CheckIn").await?;
         self.accept(identity, body, peer.addr.map(|a| a.ip()), now).await
     }
 
@@ -208,7 +208,7 @@ impl Agent for AgentService {
     async fn events(&self, req: Request<Signed>) -> Result<Response<Self::EventsStream>, Status> {
         let peer = peer_of(&req);
         let signed = req.into_inner();
-        let (identity, _, _) = self.authenticate::<EventsRequest>(&peer, &signed, "Events")?;
+        let (identity, _, _) = self.authenticate::<EventsRequest>(&peer, &signed, "Events").await?;
         let stream =
             self.server.events.subscribe(&identity).ok_or_else(|| Status::unavailable("server is stopping"))?;
         // Orders may have been issued while the envoy was not listening.
@@ -241,7 +241,12 @@ impl AgentService {
     /// is the envoy the body names, the certificate issued at enrollment to an envoy not
     /// revoked, and a signature by its key over `method` and the body that is neither
     /// stale nor replayed. Returns the envoy's name, the decoded body and the time.
-    fn authenticate<B: Claimed>(&self, peer: &Peer, signed: &Signed, method: &str) -> Result<(String, B, i64), Status> {
+    async fn authenticate<B: Claimed>(
+        &self,
+        peer: &Peer,
+        signed: &Signed,
+        method: &str,
+    ) -> Result<(String, B, i64), Status> {
         let Some(identity) = peer.identity.clone() else {
             return Err(refuse(
                 peer,
@@ -277,9 +282,14 @@ impl AgentService {
             signature: String::from_utf8(signed.signature.clone()).unwrap_or_default(),
         };
         let now = crate::now();
-        if let Err(refusal) = self.server.verifier.verify(&key, method, &signed.body, &sig, now) {
-            return Err(refuse(peer, &identity, &refusal.to_string(), Status::unauthenticated(refusal.to_string())));
-        }
+        let refused = |refusal: vigo_pki::Refusal| {
+            refuse(peer, &identity, &refusal.to_string(), Status::unauthenticated(refusal.to_string()))
+        };
+        let pending = self.server.verifier.prepare(&key, method, &signed.body, &sig, now).map_err(refused)?;
+        // Checked in a batch with other calls' signatures.
+        let (pending, valid) =
+            self.server.signatures.check(pending).await.ok_or_else(|| Status::unavailable("server is stopping"))?;
+        self.server.verifier.admit(&pending, valid, now).map_err(refused)?;
         Ok((identity, body, now))
     }
 }

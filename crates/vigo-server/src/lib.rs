@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod serve;
 pub mod server;
 pub mod settings;
+pub mod signatures;
 pub mod state_dir;
 pub mod vigosync;
 pub mod writer;

@@ -85,6 +85,8 @@ pub struct Inner {
     pub store: Store,
     pub fleet: FleetIndex,
     pub verifier: Verifier,
+    /// Checks request signatures in batches.
+    pub signatures: crate::signatures::SignatureChecker,
     pub revoked: RevocationList,
     pub bundle_key: Arc<SigningKey>,
     pub ca: vigo_pki::FleetCa,
@@ -144,6 +146,7 @@ impl Server {
             store,
             fleet,
             verifier: Verifier::default(),
+            signatures: crate::signatures::SignatureChecker::start(),
             revoked,
             bundle_key,
             ca,
