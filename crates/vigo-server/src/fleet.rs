@@ -64,13 +64,15 @@ impl ReportProgress {
 
     /// The writer's outcome for reports claimed as `(base, highest]`. Stored ones
     /// count only when everything up to `base` is stored too: after a failed commit
-    /// a later one would otherwise acknowledge the lost reports. A failure makes
-    /// whatever is not stored new again, so the agent's resend is written.
+    /// a later one would otherwise acknowledge the lost reports. A failure, or such a
+    /// gap (also two check-ins of one envoy committed out of order), makes whatever is
+    /// not known stored new again, so the agent's resend is written (a report stored
+    /// twice stays one row).
     pub fn settle(&mut self, base: u64, highest: u64, stored: bool) {
-        if !stored {
-            self.queued = self.queued.min(self.stored);
-        } else if self.stored >= base {
+        if stored && self.stored >= base {
             self.stored = self.stored.max(highest);
+        } else {
+            self.queued = self.queued.min(self.stored);
         }
     }
 
@@ -191,6 +193,21 @@ mod tests {
         assert_eq!(p.claim(2), Some(0));
         p.settle(0, 2, true);
         assert_eq!(p, ReportProgress::at(2));
+    }
+
+    #[test]
+    fn commits_out_of_order_are_written_again_not_lost() {
+        let mut p = ReportProgress::default();
+        let first = p.claim(1).expect("new");
+        let second = p.claim(2).expect("new");
+        p.settle(second, 2, true);
+        assert_eq!(p.ack(2), 0, "report 1 is not known stored yet");
+        p.settle(first, 1, true);
+        assert_eq!(p.ack(2), 1);
+        // The resend of report 2 is written again, so it is acknowledged at last.
+        let again = p.claim(2).expect("new again");
+        p.settle(again, 2, true);
+        assert_eq!(p.ack(2), 2);
     }
 
     #[test]
