@@ -134,11 +134,6 @@ impl Writer {
         outcome.await.unwrap_or(false)
     }
 
-    /// Queues `ops` and waits for their commit: true once they are stored.
-    pub async fn write_durably(&self, ops: Vec<WriteOp>) -> bool {
-        self.write_durably_then(ops, Box::new(|_| {})).await
-    }
-
     /// True when at least [`BUSY_RATE`] updates were queued in the current or the
     /// previous second: batches then follow each other closely, and a caller that
     /// waits for a commit waits for a batch already being written too.
@@ -254,6 +249,13 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Writer {
+        /// Queues `ops` and waits for their commit: true once they are stored.
+        async fn write_durably(&self, ops: Vec<WriteOp>) -> bool {
+            self.write_durably_then(ops, Box::new(|_| {})).await
+        }
+    }
     use vigo_store::EnvoyRow;
 
     async fn store_with(envoys: &[&str]) -> (tempfile::TempDir, Store) {
