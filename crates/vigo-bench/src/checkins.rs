@@ -48,6 +48,8 @@ pub struct Options {
     pub enroll_concurrency: usize,
     /// Send the last pass's report with every check-in, as the agent does.
     pub reports: bool,
+    /// Every pass's outcome differs from the one before, not only its timings.
+    pub reports_differ: bool,
     /// Print progress lines to stderr.
     pub progress: bool,
 }
@@ -75,28 +77,46 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     }
     let (mut report, sent_by_envoy) = measured?;
     if let Some(dir) = stopped? {
-        report.reports_stored = Some(count_stored(&dir.path().join("state/vigo.db"), &sent_by_envoy).await?);
+        let (runs, rows) = count_stored(&dir.path().join("state/vigo.db"), &sent_by_envoy).await?;
+        report.reports_stored = Some(runs);
+        report.report_rows = Some(rows);
     }
     Ok(report)
 }
 
-/// The reports in the server's database, after checking that each envoy's are
-/// exactly the ones it queued (sequence numbers 1 up to its last), each once.
-async fn count_stored(db: &std::path::Path, sent_by_envoy: &[(String, u64)]) -> anyhow::Result<u64> {
+/// The runs the server's database accounts for and the rows holding them, after
+/// checking that each envoy's are exactly the ones it queued (sequence numbers 1 up to
+/// its last), each once: a row's own run and those counted as its repeats.
+async fn count_stored(db: &std::path::Path, sent_by_envoy: &[(String, u64)]) -> anyhow::Result<(u64, u64)> {
     let store = vigo_store::Store::open(&format!("sqlite://{}", db.display()))
         .await
         .with_context(|| format!("{}: cannot open the server's database", db.display()))?;
-    let mut total = 0;
+    let (mut runs, mut rows) = (0, 0);
     for (envoy, sent) in sent_by_envoy {
-        let seqs: Vec<u64> = store.reports(envoy).await?.iter().map(|r| u64::try_from(r.seq).unwrap_or(0)).collect();
-        if !seqs.iter().copied().eq(1..=*sent) {
-            let shown: Vec<u64> = seqs.iter().copied().take(20).collect();
-            anyhow::bail!("{envoy} queued reports 1..={sent}, the server stored {} (first: {shown:?})", seqs.len());
+        let stored = store.reports(envoy).await?;
+        let mut seqs: Vec<i64> = Vec::new();
+        for r in &stored {
+            seqs.push(r.seq);
+            if let Some(x) = r.repeats {
+                // Every run of a simulated envoy is reported, so repeats leave no gap.
+                if x.count != x.last_seq - r.seq {
+                    anyhow::bail!("{envoy}: row {} counts {} repeats up to run {}", r.seq, x.count, x.last_seq);
+                }
+                seqs.extend(r.seq + 1..=x.last_seq);
+            }
         }
-        total += seqs.len() as u64;
+        if !seqs.iter().map(|&s| u64::try_from(s).unwrap_or(0)).eq(1..=*sent) {
+            let shown: Vec<i64> = seqs.iter().copied().take(20).collect();
+            anyhow::bail!(
+                "{envoy} queued reports 1..={sent}, the server accounts for {} (first: {shown:?})",
+                seqs.len()
+            );
+        }
+        runs += seqs.len() as u64;
+        rows += stored.len() as u64;
     }
     store.close().await;
-    Ok(total)
+    Ok((runs, rows))
 }
 
 /// When each phase starts and ends.
@@ -129,7 +149,7 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<(Rep
     ));
 
     let traits = Arc::new(Traits::collect()?);
-    let report_json = Arc::new(if options.reports { Some(pass_report()?) } else { None });
+    let pass = if options.reports { Some(Arc::new(PassReport::new(options.reports_differ)?)) } else { None };
     let start = Instant::now() + LEAD_IN;
     let window_start = start + options.warmup;
     let plan = Plan {
@@ -146,8 +166,7 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<(Rep
             // The agent builds a new TLS config for every check-in, so it never resumes.
             envoy.tls.resumption = rustls::client::Resumption::disabled();
         }
-        let simulated =
-            Simulated { envoy, port: server.grpc_port, traits: traits.clone(), report_json: report_json.clone() };
+        let simulated = Simulated { envoy, port: server.grpc_port, traits: traits.clone(), pass: pass.clone() };
         tasks.spawn(simulated.drive(index, plan));
     }
 
@@ -178,6 +197,7 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<(Rep
         connections: if options.reconnect { "reconnect" } else { "persistent" },
         tls_resume: options.tls_resume,
         reports: options.reports,
+        reports_differ: options.reports && options.reports_differ,
         enrollment_secs: enrollment.as_secs_f64(),
         warmup_secs: options.warmup.as_secs_f64(),
         window_secs: window,
@@ -193,6 +213,7 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<(Rep
         reports_sent: tally.reports_sent,
         reports_acked: tally.reports_acked,
         reports_stored: None,
+        report_rows: None,
         server: use_of(after.server_cpu - before.server_cpu, Some(peak_rss_kib as f64 / 1024.0)),
         generator: use_of(after.own_cpu - before.own_cpu, None),
         machine_busy: (after.machine_busy - before.machine_busy)
@@ -238,22 +259,46 @@ impl Traits {
     }
 }
 
-/// A report like the one an agent sends after a pass in which nothing drifted.
-fn pass_report() -> anyhow::Result<Vec<u8>> {
-    use vigo_agent::report::{Report, ResourceReport, Status};
-    let motd = ResourceReport {
-        module: "bench".into(),
-        name: "motd".into(),
-        type_name: "file".into(),
-        status: Status::Unchanged,
-        changes: Vec::new(),
-        diff: None,
-        error: None,
-        reason: None,
-        output: None,
-        duration_ms: 1,
-    };
-    Ok(serde_json::to_vec(&Report::new(vigo_executors::Mode::Enforce, vec![motd], 3))?)
+/// The report an agent sends after a pass in which nothing drifted. Its timings vary
+/// from pass to pass; with `differ`, so does its outcome (a resource's output names the
+/// pass).
+struct PassReport {
+    template: String,
+    differ: bool,
+}
+
+/// Stand-ins in the template for a pass's timings and its sequence number.
+const DURATION_MARK: &str = "987654321";
+const PASS_MARK: &str = "123454321";
+
+impl PassReport {
+    fn new(differ: bool) -> anyhow::Result<Self> {
+        use vigo_agent::report::{Report, ResourceReport, Status};
+        let motd = ResourceReport {
+            module: "bench".into(),
+            name: "motd".into(),
+            type_name: "file".into(),
+            status: Status::Unchanged,
+            changes: Vec::new(),
+            diff: None,
+            error: None,
+            reason: None,
+            output: differ.then(|| format!("pass {PASS_MARK}")),
+            duration_ms: DURATION_MARK.parse()?,
+        };
+        let report = Report::new(vigo_executors::Mode::Enforce, vec![motd], DURATION_MARK.parse()?);
+        Ok(Self { template: serde_json::to_string(&report)?, differ })
+    }
+
+    /// The report of pass `seq`.
+    fn json(&self, seq: u64) -> Vec<u8> {
+        let ms = 2 + seq % 5;
+        let mut json = self.template.replace(DURATION_MARK, &ms.to_string());
+        if self.differ {
+            json = json.replace(PASS_MARK, &seq.to_string());
+        }
+        json.into_bytes()
+    }
 }
 
 /// What one envoy (or the whole run) observed.
@@ -312,7 +357,7 @@ struct Simulated {
     envoy: Envoy,
     port: u16,
     traits: Arc<Traits>,
-    report_json: Arc<Option<Vec<u8>>>,
+    pass: Option<Arc<PassReport>>,
 }
 
 /// What the agent remembers between check-ins.
@@ -321,8 +366,8 @@ struct AgentState {
     policy_version: String,
     traits_sent: bool,
     report_seq: u64,
-    /// Sequence numbers of reports not acknowledged yet, oldest first.
-    unacked: Vec<u64>,
+    /// Reports not acknowledged yet, oldest first.
+    unacked: Vec<(u64, Vec<u8>)>,
     client: Option<AgentClient<WholeBody>>,
 }
 
@@ -386,20 +431,17 @@ impl Simulated {
             _ => self.connect().await?,
         };
         // The last pass's report joins the queue; the agent sends at most 50 at a time.
-        if self.report_json.is_some() {
+        if let Some(pass) = &self.pass {
             state.report_seq += 1;
-            state.unacked.push(state.report_seq);
+            state.unacked.push((state.report_seq, pass.json(state.report_seq)));
             tally.reports_sent += 1;
         }
-        let reports = match self.report_json.as_ref() {
-            Some(json) => state
-                .unacked
-                .iter()
-                .take(vigo_agent::queue::BATCH)
-                .map(|&seq| QueuedReport { seq, json: json.clone() })
-                .collect(),
-            None => Vec::new(),
-        };
+        let reports = state
+            .unacked
+            .iter()
+            .take(vigo_agent::queue::BATCH)
+            .map(|(seq, json)| QueuedReport { seq: *seq, json: json.clone() })
+            .collect();
         let body = CheckInBody {
             envoy: self.envoy.name.clone(),
             traits_digest: self.traits.digest.clone(),
@@ -422,7 +464,7 @@ impl Simulated {
         }
         state.traits_sent = !reply.send_traits;
         let before = state.unacked.len();
-        state.unacked.retain(|&seq| seq > reply.acked_seq);
+        state.unacked.retain(|(seq, _)| *seq > reply.acked_seq);
         tally.reports_acked += (before - state.unacked.len()) as u64;
         match reply.policy {
             Some(check_in_response::Policy::Bundle(b)) => {
@@ -452,10 +494,9 @@ mod tests {
         assert_eq!(default_interval(1), Duration::from_millis(1));
     }
 
-    /// A real vigosrv (debug build, from the workspace's target directory), three
-    /// envoys, two seconds: every check-in succeeds and the steady state is NotModified.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn three_envoys_check_in_against_a_real_server() {
+    /// A run against a real vigosrv (debug build, from the workspace's target directory):
+    /// three envoys, two seconds.
+    async fn three_envoys(reports_differ: bool) -> Report {
         vigo_pki::install_provider();
         let vigosrv = harness::sibling_binary("vigosrv").expect("vigosrv is built (cargo build -p vigo-server)");
         let options = Options {
@@ -468,9 +509,17 @@ mod tests {
             tls_resume: false,
             enroll_concurrency: 3,
             reports: true,
+            reports_differ,
             progress: false,
         };
-        let report = run(&options).await.expect("benchmark runs");
+        run(&options).await.expect("benchmark runs")
+    }
+
+    /// Every check-in succeeds and the steady state is NotModified; every run is
+    /// accounted for once, and runs that differ only in timings take one row per envoy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_envoys_check_in_against_a_real_server() {
+        let report = three_envoys(false).await;
         assert!(report.errors.is_empty(), "failed check-ins: {:?} {:?}", report.errors, report.error_samples);
         assert_eq!(report.bundles_received, 3, "each envoy gets the bundle once");
         // 3 envoys × 10/s × 2 s; allow for scheduling slack on a busy machine.
@@ -479,6 +528,7 @@ mod tests {
         // Every report queued is stored, each once; the answers acknowledge them once
         // stored (the last ones may still wait for the next check-in).
         assert_eq!(report.reports_stored, Some(report.reports_sent));
+        assert_eq!(report.report_rows, Some(3), "one outcome per envoy, one row each");
         assert!(report.reports_acked <= report.reports_sent);
         assert!(
             report.reports_acked + 2 * 3 >= report.reports_sent,
@@ -490,5 +540,15 @@ mod tests {
         assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.max);
         assert!(report.server.cpu_secs > 0.0, "server CPU was not measured");
         assert!(report.server.peak_rss_mib.is_some_and(|m| m > 1.0));
+    }
+
+    /// Runs whose outcomes all differ are each stored as a row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_that_differ_are_each_a_row() {
+        let report = three_envoys(true).await;
+        assert!(report.errors.is_empty(), "failed check-ins: {:?} {:?}", report.errors, report.error_samples);
+        assert!(report.reports_sent >= 40, "only {} reports", report.reports_sent);
+        assert_eq!(report.reports_stored, Some(report.reports_sent));
+        assert_eq!(report.report_rows, Some(report.reports_sent));
     }
 }

@@ -81,6 +81,11 @@ struct CheckinsArgs {
     /// Leave the last pass's report out of every check-in (the agent sends one each time).
     #[arg(long)]
     no_reports: bool,
+    /// Make every run's outcome differ from the one before (as if every run repaired new
+    /// drift), so that the server stores each report as a row instead of counting a
+    /// repeat. By default runs differ only in their timings, as a converged fleet's do.
+    #[arg(long, conflicts_with = "no_reports")]
+    reports_differ: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -136,6 +141,7 @@ async fn checkins_command(args: CheckinsArgs) -> anyhow::Result<()> {
         tls_resume: args.tls_resume,
         enroll_concurrency: args.enroll_concurrency.max(1),
         reports: !args.no_reports,
+        reports_differ: args.reports_differ,
         progress: !args.json,
     };
     if options.interval.is_zero() {

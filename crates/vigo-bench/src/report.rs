@@ -21,6 +21,8 @@ pub struct Report {
     pub tls_resume: bool,
     /// Whether every check-in carried a run report, as the agent's do.
     pub reports: bool,
+    /// Whether every run's outcome differed from the one before (`--reports-differ`).
+    pub reports_differ: bool,
     pub enrollment_secs: f64,
     pub warmup_secs: f64,
     pub window_secs: f64,
@@ -40,9 +42,11 @@ pub struct Report {
     /// Over the whole run: reports queued, and those the server acknowledged as stored.
     pub reports_sent: u64,
     pub reports_acked: u64,
-    /// Reports in the server's database after it stopped (each envoy's checked to be
-    /// exactly the ones it queued); `None` when the server could not be stopped.
+    /// Runs the server's database accounts for after it stopped, as rows or as repeats
+    /// of a row (each envoy's checked to be exactly the ones it queued, each once), and
+    /// the rows among them; `None` when the server could not be stopped.
     pub reports_stored: Option<u64>,
+    pub report_rows: Option<u64>,
     pub server: ProcessUse,
     pub generator: ProcessUse,
     /// Share of all CPUs the machine was busy during the window.
@@ -100,10 +104,12 @@ impl Report {
             self.envoys,
             self.interval_ms,
             self.offered_per_sec,
-            if self.reports {
-                "the agent's queue: one new run report per check-in, acknowledged once stored (under load: at the next check-in)"
-            } else {
-                "none (--no-reports)"
+            match (self.reports, self.reports_differ) {
+                (false, _) => "none (--no-reports)",
+                (true, false) =>
+                    "the agent's queue: one new run report per check-in, acknowledged once stored (under load: at the next check-in); runs differ in timings only",
+                (true, true) =>
+                    "the agent's queue: one new run report per check-in, acknowledged once stored (under load: at the next check-in); every run a new outcome (--reports-differ)",
             }
         );
         let _ = writeln!(
@@ -134,7 +140,10 @@ impl Report {
             self.bundles_received, self.not_modified
         );
         if self.reports {
-            let stored = self.reports_stored.map_or_else(|| "not counted".into(), |n| format!("{n} stored, each once"));
+            let stored = match (self.reports_stored, self.report_rows) {
+                (Some(n), Some(rows)) => format!("{n} stored, each once, in {rows} rows (the rest as repeats)"),
+                _ => "not counted".into(),
+            };
             let _ = writeln!(
                 out,
                 "reports:      {} queued, {} acknowledged as stored, {stored} (whole run)",

@@ -90,8 +90,11 @@ mod tests {
             traits_digest: None,
             policy_version: None,
             last_report: report.map(|r| Arc::new(r.to_string())),
-            report_seq: 1,
-            reports: crate::fleet::ReportProgress::at(1),
+            reports: crate::fleet::ReportProgress::loaded(report.map(|r| crate::runs::Streak {
+                seq: 1,
+                outcome: crate::runs::stored_outcome(r),
+                repeats: None,
+            })),
             bundle: None,
             age_recipient: None,
         }

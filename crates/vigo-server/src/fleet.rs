@@ -10,7 +10,10 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use vigo_pki::PublicKey;
 
+use vigo_store::Repeats;
+
 use crate::policy::{Policy, SignedBundle};
+use crate::runs::Streak;
 
 /// One envoy as the server holds it.
 #[derive(Clone)]
@@ -24,8 +27,8 @@ pub struct Envoy {
     pub traits: Option<Arc<Value>>,
     pub traits_digest: Option<String>,
     pub policy_version: Option<String>,
+    /// Its newest stored report row.
     pub last_report: Option<Arc<String>>,
-    pub report_seq: i64,
     /// How far its queued run reports got: handed to the writer, and stored.
     pub reports: ReportProgress,
     /// The bundle chosen for this envoy under the policy number it was chosen for.
@@ -33,6 +36,18 @@ pub struct Envoy {
     /// The age X25519 recipient its secrets are sealed to (`None`: enrolled before
     /// secrets existed; its bundles carry no secret values).
     pub age_recipient: Option<String>,
+}
+
+impl Envoy {
+    /// Sequence number of `last_report`, 0 without one.
+    pub fn report_seq(&self) -> i64 {
+        self.reports.stored_run.map_or(0, |s| i64::try_from(s.seq).unwrap_or(i64::MAX))
+    }
+
+    /// The stored runs that repeated `last_report`'s outcome.
+    pub fn repeats(&self) -> Option<Repeats> {
+        self.reports.stored_run.and_then(|s| s.repeats)
+    }
 }
 
 /// An envoy's queued run reports on their way to the store. The agent numbers its
@@ -46,13 +61,17 @@ pub struct ReportProgress {
     /// Everything up to here was handed to the writer; a resend of it is not
     /// written again.
     pub queued: u64,
+    /// The newest report row and its repeats, as far as stored and as far as handed
+    /// to the writer: the next report is a repeat when its outcome is `queued_run`'s.
+    pub stored_run: Option<Streak>,
+    pub queued_run: Option<Streak>,
 }
 
 impl ReportProgress {
-    /// Both marks at `seq`: an envoy loaded from the store, whose newest stored
-    /// report is `seq`.
-    pub fn at(seq: u64) -> Self {
-        Self { stored: seq, queued: seq }
+    /// An envoy loaded from the store, whose newest stored row is `run`.
+    pub fn loaded(run: Option<Streak>) -> Self {
+        let seq = run.map_or(0, |r| r.reach());
+        Self { stored: seq, queued: seq, stored_run: run, queued_run: run }
     }
 
     /// A check-in carried reports up to `highest`. Returns `Some(base)` when some
@@ -67,12 +86,19 @@ impl ReportProgress {
     /// a later one would otherwise acknowledge the lost reports. A failure, or such a
     /// gap (also two check-ins of one envoy committed out of order), makes whatever is
     /// not known stored new again, so the agent's resend is written (a report stored
-    /// twice stays one row).
-    pub fn settle(&mut self, base: u64, highest: u64, stored: bool) {
+    /// twice stays one row), and the streak is the stored one again. `run` is the
+    /// streak the write left. Returns whether the reports count as stored.
+    pub fn settle(&mut self, base: u64, highest: u64, stored: bool, run: Option<Streak>) -> bool {
         if stored && self.stored >= base {
             self.stored = self.stored.max(highest);
+            if run.map(|r| r.reach()) > self.stored_run.map(|r| r.reach()) {
+                self.stored_run = run;
+            }
+            true
         } else {
             self.queued = self.queued.min(self.stored);
+            self.queued_run = self.stored_run;
+            false
         }
     }
 
@@ -167,15 +193,20 @@ impl FleetIndex {
 #[cfg(test)]
 mod tests {
     use super::ReportProgress;
+    use crate::runs::Streak;
+
+    fn at(seq: u64) -> ReportProgress {
+        ReportProgress { stored: seq, queued: seq, ..ReportProgress::default() }
+    }
 
     #[test]
     fn resends_are_claimed_once_and_acknowledged_once_stored() {
-        let mut p = ReportProgress::at(3);
+        let mut p = at(3);
         assert_eq!(p.claim(3), None, "nothing new");
         assert_eq!(p.claim(5), Some(3));
         assert_eq!(p.claim(5), None, "a resend before the commit is not written twice");
         assert_eq!(p.ack(5), 3, "not stored yet");
-        p.settle(3, 5, true);
+        p.settle(3, 5, true, None);
         assert_eq!(p.ack(5), 5);
         assert_eq!(p.ack(4), 4, "never more than the agent sent");
     }
@@ -186,13 +217,13 @@ mod tests {
         assert_eq!(p.claim(1), Some(0));
         assert_eq!(p.claim(2), Some(1));
         // The batch holding report 1 fails; the one holding report 2 commits.
-        p.settle(0, 1, false);
-        p.settle(1, 2, true);
+        p.settle(0, 1, false, None);
+        p.settle(1, 2, true, None);
         assert_eq!(p.ack(2), 0, "report 1 is lost, so 2 cannot be acknowledged");
         // The agent resends both; they are new again and both written.
         assert_eq!(p.claim(2), Some(0));
-        p.settle(0, 2, true);
-        assert_eq!(p, ReportProgress::at(2));
+        p.settle(0, 2, true, None);
+        assert_eq!(p, at(2));
     }
 
     #[test]
@@ -200,24 +231,42 @@ mod tests {
         let mut p = ReportProgress::default();
         let first = p.claim(1).expect("new");
         let second = p.claim(2).expect("new");
-        p.settle(second, 2, true);
+        p.settle(second, 2, true, None);
         assert_eq!(p.ack(2), 0, "report 1 is not known stored yet");
-        p.settle(first, 1, true);
+        p.settle(first, 1, true, None);
         assert_eq!(p.ack(2), 1);
         // The resend of report 2 is written again, so it is acknowledged at last.
         let again = p.claim(2).expect("new again");
-        p.settle(again, 2, true);
+        p.settle(again, 2, true, None);
         assert_eq!(p.ack(2), 2);
     }
 
     #[test]
     fn commits_settle_in_order() {
-        let mut p = ReportProgress::at(10);
+        let mut p = at(10);
         let first = p.claim(11).expect("new");
         let second = p.claim(12).expect("new");
-        p.settle(first, 11, true);
+        p.settle(first, 11, true, None);
         assert_eq!(p.ack(12), 11);
-        p.settle(second, 12, true);
+        p.settle(second, 12, true, None);
         assert_eq!(p.ack(12), 12);
+    }
+
+    #[test]
+    fn a_failed_commit_brings_back_the_stored_streak() {
+        let run = |seq, outcome| Some(Streak { seq, outcome: [outcome; 32], repeats: None });
+        let mut p = ReportProgress::loaded(run(4, 1));
+        assert_eq!((p.stored, p.queued), (4, 4));
+        let base = p.claim(5).expect("new");
+        p.queued_run = run(5, 2);
+        assert!(!p.settle(base, 5, false, run(5, 2)), "not stored");
+        assert_eq!((p.queued, p.queued_run), (4, run(4, 1)), "report 5 is new again, after row 4");
+        let base = p.claim(5).expect("new again");
+        p.queued_run = run(5, 2);
+        assert!(p.settle(base, 5, true, run(5, 2)));
+        assert_eq!((p.stored, p.stored_run), (5, run(5, 2)));
+        // A late settle of a shorter streak does not move the stored one back.
+        assert!(p.settle(4, 5, true, run(4, 1)));
+        assert_eq!(p.stored_run, run(5, 2));
     }
 }

@@ -173,7 +173,6 @@ impl Agent for AgentService {
             traits_digest: None,
             policy_version: None,
             last_report: None,
-            report_seq: 0,
             reports: crate::fleet::ReportProgress::default(),
             bundle: None,
             age_recipient: Some(age_recipient),
@@ -316,6 +315,10 @@ impl AgentService {
             return Err(refuse_body(&name, &why));
         }
         let highest = body.reports.iter().map(|r| r.seq).max().unwrap_or(0);
+        // Parsed before the lock: every report not known stored (those the claim
+        // below finds new are among them, as the stored mark only moves forward).
+        let stored = self.server.fleet.reports(&name).map_or(0, |p| p.stored);
+        let mut runs = usable_reports(&name, body.reports.iter().filter(|r| r.seq > stored));
         let updated = self
             .server
             .fleet
@@ -330,7 +333,13 @@ impl AgentService {
                     e.traits_digest = Some(body.traits_digest.clone());
                 }
                 // Only reports not already on their way to the store are written.
-                let claim = e.reports.claim(highest);
+                let claim = e.reports.claim(highest).map(|base| {
+                    runs.retain(|r| u64::try_from(r.seq).is_ok_and(|seq| seq > base));
+                    let fresh = runs.len();
+                    let (plan, run) = crate::runs::plan(e.reports.queued_run, std::mem::take(&mut runs), now);
+                    e.reports.queued_run = run;
+                    Claim { base, highest, fresh, plan, run }
+                });
                 (e.traits_digest.as_deref() != Some(body.traits_digest.as_str()), e.enrolled_at, claim)
             })
             .ok_or_else(|| Status::permission_denied("unknown envoy"))?;
@@ -348,12 +357,7 @@ impl AgentService {
         };
         match claim {
             None => self.server.writer.send(check_in).await,
-            Some(base) => {
-                // Checked here, once: a report that is not JSON would fail the batched
-                // transaction it shares with other envoys' check-ins.
-                let fresh = usable_reports(&name, body.reports.iter().filter(|r| r.seq > base));
-                self.store_reports(&name, now, (base, highest), fresh, check_in).await;
-            }
+            Some(claim) => self.store_reports(&name, now, claim, check_in).await,
         }
         // Acknowledged: what is stored, never more than this check-in carried.
         let acked_seq = self.server.fleet.reports(&name).map_or(0, |p| p.ack(highest));
@@ -382,27 +386,27 @@ impl AgentService {
         }))
     }
 
-    /// Writes the new reports `fresh` (of those claimed as `(base, highest]`) with the
-    /// check-in. An answer acknowledges only stored reports, so a check-in whose
-    /// reports should be acknowledged at once waits for the commit: always for a
-    /// backlog (an agent back from an outage drains its queue in a few check-ins), and
-    /// for a single new report while the writer is not busy. On a busy server the
-    /// steady state, one new report per check-in, does not wait for the disk: it is
-    /// acknowledged at the next check-in, once stored.
-    async fn store_reports(
-        &self,
-        name: &str,
-        now: i64,
-        (base, highest): (u64, u64),
-        fresh: Vec<(i64, String)>,
-        check_in: WriteOp,
-    ) {
-        let wait = fresh.len() > 1 || !self.server.writer.busy();
-        // Once stored, the newest report is also the envoy's "last report".
-        let newest = fresh.iter().max_by_key(|(seq, _)| *seq).map(|(seq, json)| (*seq, Arc::new(json.clone())));
+    /// Writes a check-in's new reports with the check-in. An answer acknowledges only
+    /// stored reports, so a check-in whose reports should be acknowledged at once waits
+    /// for the commit: always for a backlog (an agent back from an outage drains its
+    /// queue in a few check-ins), and for a single new report while the writer is not
+    /// busy. On a busy server the steady state, one new report per check-in, does not
+    /// wait for the disk: it is acknowledged at the next check-in, once stored.
+    async fn store_reports(&self, name: &str, now: i64, claim: Claim, check_in: WriteOp) {
+        let Claim { base, highest, fresh, plan, run } = claim;
+        let wait = fresh > 1 || !self.server.writer.busy();
+        // Once stored, the newest row is the envoy's "last report".
+        let newest = plan.rows.last().map(|r| Arc::new(r.json.clone()));
         let mut ops = Vec::with_capacity(2);
-        if !fresh.is_empty() {
-            ops.push(WriteOp::Reports { envoy: name.to_owned(), at: now, reports: fresh });
+        if fresh > 0 {
+            let open = run.map_or((0, None), |r| (i64::try_from(r.seq).unwrap_or(i64::MAX), r.repeats));
+            ops.push(WriteOp::Reports {
+                envoy: name.to_owned(),
+                at: now,
+                reports: plan.rows,
+                closes: plan.closes,
+                open,
+            });
         }
         ops.push(check_in);
         let server = self.server.clone();
@@ -412,13 +416,11 @@ impl AgentService {
                 tracing::error!(envoy, "queued reports not stored; the agent will resend them");
             }
             server.fleet.update(&envoy, |e| {
-                e.reports.settle(base, highest, stored);
-                if let Some((seq, json)) = newest
-                    && stored
-                    && seq > e.report_seq
+                if e.reports.settle(base, highest, stored, run)
+                    && let Some(json) = newest
+                    && e.reports.stored_run == run
                 {
                     e.last_report = Some(json);
-                    e.report_seq = seq;
                 }
             });
         });
@@ -430,21 +432,37 @@ impl AgentService {
     }
 }
 
-/// The queued reports worth storing, as `(seq, JSON)`. A report that is not JSON or
-/// has sequence number 0 cannot be stored and would wedge the agent's queue on every
-/// resend, so it is dropped (and acknowledged with the rest) with a warning.
-fn usable_reports<'a>(name: &str, reports: impl Iterator<Item = &'a QueuedReport>) -> Vec<(i64, String)> {
+/// Reports a check-in carried that are new: claimed as `(base, highest]`, `fresh` of
+/// them usable, sorted into rows and repeats by `plan`, leaving the streak `run`.
+struct Claim {
+    base: u64,
+    highest: u64,
+    fresh: usize,
+    plan: crate::runs::Plan,
+    run: Option<crate::runs::Streak>,
+}
+
+/// The queued reports worth storing, in sequence order, with their outcomes. A report
+/// that is not JSON or has sequence number 0 cannot be stored and would wedge the
+/// agent's queue on every resend, so it is dropped (and acknowledged with the rest)
+/// with a warning. Checked here, once: a report that is not JSON would fail the
+/// batched transaction it shares with other envoys' check-ins.
+fn usable_reports<'a>(name: &str, reports: impl Iterator<Item = &'a QueuedReport>) -> Vec<crate::runs::Run> {
     let mut rows = Vec::new();
     for r in reports {
         let Ok(seq) = i64::try_from(r.seq) else {
             tracing::warn!(envoy = name, seq = r.seq, "report dropped: sequence number out of range");
             continue;
         };
-        match std::str::from_utf8(&r.json) {
-            Ok(json) if seq != 0 && vigo_store::is_json(json) => rows.push((seq, json.to_owned())),
-            _ => tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0"),
+        let json = std::str::from_utf8(&r.json).ok().filter(|_| seq != 0);
+        match json.and_then(|json| crate::runs::outcome(json).map(|outcome| (json, outcome))) {
+            Some((json, outcome)) => rows.push(crate::runs::Run { seq, json: json.to_owned(), outcome }),
+            None => tracing::warn!(envoy = name, seq, "report dropped: not JSON or sequence number 0"),
         }
     }
+    // In run order, each once, whatever order the agent sent them in.
+    rows.sort_by_key(|r| r.seq);
+    rows.dedup_by_key(|r| r.seq);
     rows
 }
 

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod policy;
 pub mod rest;
+pub mod runs;
 pub mod secrets;
 pub mod serve;
 pub mod server;

@@ -387,10 +387,15 @@ pub fn envoy_from_row(row: EnvoyRow) -> anyhow::Result<Envoy> {
         last_checkin: row.last_checkin,
         traits,
         policy_version: row.policy_version,
-        last_report: row.last_report_json.map(Arc::new),
-        report_seq: row.report_seq,
         // Reports were acknowledged only once stored, so all up to the newest are.
-        reports: crate::fleet::ReportProgress::at(u64::try_from(row.report_seq).unwrap_or(0)),
+        reports: crate::fleet::ReportProgress::loaded(row.last_report_json.as_deref().map(|json| {
+            crate::runs::Streak {
+                seq: u64::try_from(row.report_seq).unwrap_or(0),
+                outcome: crate::runs::stored_outcome(json),
+                repeats: row.repeats,
+            }
+        })),
+        last_report: row.last_report_json.map(Arc::new),
         bundle: None,
         age_recipient: row.age_recipient,
     })

@@ -269,11 +269,7 @@ mod tests {
     }
 
     fn reports(envoy: &str, seqs: &[i64]) -> WriteOp {
-        WriteOp::Reports {
-            envoy: envoy.into(),
-            at: 5,
-            reports: seqs.iter().map(|s| (*s, format!("{{\"run\":{s}}}"))).collect(),
-        }
+        WriteOp::new_reports(envoy, 5, seqs.iter().map(|s| (*s, format!("{{\"run\":{s}}}"))).collect())
     }
 
     fn check_in(envoy: &str, at: i64) -> WriteOp {
@@ -317,7 +313,7 @@ mod tests {
         assert_eq!(rx.recv().await, Some((2, true)));
         assert_eq!(store.reports("web-1").await.expect("reports").len(), 2, "stored when the callbacks ran");
         // A failed commit reaches its callback too.
-        let bad = WriteOp::Reports { envoy: "web-1".into(), at: 5, reports: vec![(3, "not json".into())] };
+        let bad = WriteOp::new_reports("web-1", 5, vec![(3, "not json".into())]);
         writer.send_then(vec![bad], note(3)).await;
         assert_eq!(rx.recv().await, Some((3, false)));
         handle.close().await;
@@ -376,7 +372,7 @@ mod tests {
     async fn a_failed_commit_is_not_acknowledged() {
         let (_dir, store) = store_with(&["web-1"]).await;
         let (writer, handle) = Writer::start(store.clone());
-        let bad = WriteOp::Reports { envoy: "web-1".into(), at: 5, reports: vec![(1, "not json".into())] };
+        let bad = WriteOp::new_reports("web-1", 5, vec![(1, "not json".into())]);
         assert!(!writer.write_durably(vec![bad]).await);
         assert!(store.reports("web-1").await.expect("reports").is_empty());
         assert!(writer.write_durably(vec![reports("web-1", &[1])]).await);

@@ -280,7 +280,7 @@ async fn queued_reports_are_acknowledged_once_stored() {
 
     // The newest stored report is the envoy's last report, in memory and after a reload.
     let entry = w.server.fleet.get("web-1").expect("web-1");
-    assert_eq!((entry.report_seq, entry.last_report.as_deref().map(String::as_str)), (5, Some(r#"{"run":5}"#)));
+    assert_eq!((entry.report_seq(), entry.last_report.as_deref().map(String::as_str)), (5, Some(r#"{"run":5}"#)));
     let row = w.server.store.envoys().await.expect("envoys").into_iter().find(|e| e.name == "web-1").expect("row");
     assert_eq!((row.report_seq, row.last_report_json.as_deref()), (5, Some(r#"{"run":5}"#)));
 
@@ -310,7 +310,7 @@ async fn queued_reports_are_acknowledged_once_stored() {
     assert_eq!(resp.acked_seq, 5, "report 6 is not stored yet, so not acknowledged");
     let resp = web1.check_in_reports(&[(6, r#"{"run":6}"#)]).await;
     assert_eq!(resp.acked_seq, 5, "the resend is already on its way and still not stored");
-    assert_eq!(w.server.fleet.get("web-1").expect("web-1").report_seq, 5, "the last report is a stored one");
+    assert_eq!(w.server.fleet.get("web-1").expect("web-1").report_seq(), 5, "the last report is a stored one");
     sqlx::query("ROLLBACK").execute(&mut holder).await.expect("release the write lock");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while web1.check_in_reports(&[(6, r#"{"run":6}"#)]).await.acked_seq != 6 {
@@ -319,5 +319,58 @@ async fn queued_reports_are_acknowledged_once_stored() {
     }
     let rows = stored(w.server.store.reports("web-1").await.expect("reports"));
     assert_eq!(seqs(&rows), [1, 2, 3, 5, 6], "report 6 stored once");
-    assert_eq!(w.server.fleet.get("web-1").expect("web-1").report_seq, 6);
+    assert_eq!(w.server.fleet.get("web-1").expect("web-1").report_seq(), 6);
+}
+
+/// A run whose report differs from the one before only in timings is counted on the
+/// earlier row, not stored as a row of its own; a new outcome closes the count. The
+/// count survives a reload and goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_outcomes_are_counted_not_stored() {
+    let w = World::start().await;
+    let mut web1 = w.enroll("web-1").await;
+    let converged = |ms: u32| {
+        format!(
+            r#"{{"mode":"enforce","resources":[{{"module":"base","name":"motd","type":"file","status":"unchanged","changes":[],"duration_ms":{ms}}}],"summary":{{"total":1,"unchanged":1,"changed":0,"failed":0,"skipped":0,"duration_ms":{ms}}}}}"#
+        )
+    };
+    let failed = r#"{"mode":"enforce","error":"policy does not validate","resources":[],"summary":{"total":0,"unchanged":0,"changed":0,"failed":0,"skipped":0,"duration_ms":0}}"#;
+    let rows = || async {
+        let rows = w.server.store.reports("web-1").await.expect("reports");
+        rows.into_iter().map(|r| (r.seq, r.repeats.map(|x| (x.count, x.last_seq)))).collect::<Vec<_>>()
+    };
+
+    assert_eq!(web1.check_in_reports(&[(1, &converged(3))]).await.acked_seq, 1);
+    assert_eq!(web1.check_in_reports(&[(2, &converged(7))]).await.acked_seq, 2);
+    assert_eq!(web1.check_in_reports(&[(3, &converged(5))]).await.acked_seq, 3);
+    assert_eq!(rows().await, [(1, Some((2, 3)))], "runs 2 and 3 repeat run 1");
+    let entry = w.server.fleet.get("web-1").expect("web-1");
+    assert_eq!(entry.report_seq(), 1);
+    assert_eq!(entry.repeats().map(|r| (r.count, r.last_seq)), Some((2, 3)));
+    assert_eq!(entry.last_report.as_deref(), Some(&converged(3)), "the row's own report");
+
+    // A backlog: a failed run, another like it, then converged again.
+    let resp = web1.check_in_reports(&[(4, failed), (5, failed), (6, &converged(4))]).await;
+    assert_eq!(resp.acked_seq, 6);
+    assert_eq!(rows().await, [(1, Some((2, 3))), (4, Some((1, 5))), (6, None)]);
+
+    // What the server loads at start agrees with what it holds.
+    let row = w.server.store.envoys().await.expect("envoys").into_iter().find(|e| e.name == "web-1").expect("row");
+    let loaded = vigo_server::server::envoy_from_row(row).expect("load");
+    let held = w.server.fleet.get("web-1").expect("web-1");
+    assert_eq!((loaded.reports.stored, loaded.reports.stored_run), (6, held.reports.stored_run));
+    assert_eq!(loaded.last_report, held.last_report);
+
+    assert_eq!(web1.check_in_reports(&[(7, &converged(9))]).await.acked_seq, 7);
+    assert_eq!(rows().await, [(1, Some((2, 3))), (4, Some((1, 5))), (6, Some((1, 7)))]);
+
+    // The REST view shows the count.
+    let show = vigo_server::rest::envoys::show_envoy(
+        axum::extract::State(w.server.clone()),
+        axum::extract::Path("web-1".into()),
+    );
+    let axum::Json(detail) = show.await.expect("show web-1");
+    assert_eq!(detail.report_seq, 6);
+    let repeats = detail.repeats.expect("repeats");
+    assert_eq!((repeats.count, repeats.last_seq), (1, 7));
 }

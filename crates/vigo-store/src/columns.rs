@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow};
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, Repeats, ReportRow, SeenRow, TokenRow, VersionRow};
 
 type Column<T> = Result<T, sqlx::Error>;
 
@@ -76,6 +76,7 @@ pub(crate) fn envoy(row: &impl Columns) -> Column<EnvoyRow> {
         policy_version: row.opt_text("policy_version")?,
         last_report_json: row.opt_text("last_report_json")?,
         report_seq: row.int("report_seq")?,
+        repeats: repeats(row, ["report_repeats", "report_last_seq", "report_last_at"])?,
         age_recipient: row.opt_text("age_recipient")?,
     })
 }
@@ -110,7 +111,25 @@ pub(crate) fn report(row: &impl Columns) -> Column<ReportRow> {
         seq: row.int("seq")?,
         received_at: row.int("received_at")?,
         report_json: row.text("report_json")?,
+        repeats: repeats(row, ["repeats", "last_seq", "last_at"])?,
     })
+}
+
+/// A report row with its envoy's open streak (which is the row's own when it is the newest).
+pub(crate) fn report_and_open(row: &impl Columns) -> Column<(ReportRow, Option<Repeats>)> {
+    Ok((report(row)?, repeats(row, ["report_repeats", "report_last_seq", "report_last_at"])?))
+}
+
+/// Repeats from their `[count, last_seq, last_at]` columns; `None` for a count of 0.
+pub(crate) fn repeats(row: &impl Columns, [count, last_seq, last_at]: [&str; 3]) -> Column<Option<Repeats>> {
+    let n = row.int(count)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    match (row.opt_int(last_seq)?, row.opt_int(last_at)?) {
+        (Some(last_seq), Some(last_at)) => Ok(Some(Repeats { count: n, last_seq, last_at })),
+        _ => Err(sqlx::Error::Decode(format!("`{count}` is {n} but `{last_seq}` or `{last_at}` is NULL").into())),
+    }
 }
 
 pub(crate) fn seen(row: &impl Columns) -> Column<SeenRow> {

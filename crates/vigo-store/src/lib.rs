@@ -14,5 +14,7 @@ mod rows;
 mod store;
 
 pub use error::{Result, StoreError};
-pub use rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp};
+pub use rows::{
+    AdminTokenRow, BundleRow, EnvoyRow, NewReport, Repeats, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp,
+};
 pub use store::{AuditEvent, AuditRow, Backend, GENESIS_HASH, Store, is_json};

@@ -55,6 +55,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_report_retention.sql"),
         include_str!("../migrations/postgres/0007_report_retention.sql"),
     ),
+    (
+        8,
+        "report_repeats",
+        include_str!("../migrations/sqlite/0008_report_repeats.sql"),
+        include_str!("../migrations/postgres/0008_report_repeats.sql"),
+    ),
 ];
 
 /// The migrator for one dialect.

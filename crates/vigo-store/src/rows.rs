@@ -46,6 +46,8 @@ pub struct EnvoyRow {
     pub last_report_json: Option<String>,
     /// Sequence number of `last_report_json`, 0 without one.
     pub report_seq: i64,
+    /// Later runs that reported the same outcome as `last_report_json`.
+    pub repeats: Option<Repeats>,
     /// The age X25519 recipient (`age1…`) its secrets are sealed to; `None` for envoys
     /// enrolled before secrets existed.
     pub age_recipient: Option<String>,
@@ -65,6 +67,7 @@ impl EnvoyRow {
             policy_version: None,
             last_report_json: None,
             report_seq: 0,
+            repeats: None,
             age_recipient: None,
         }
     }
@@ -101,6 +104,30 @@ pub struct ReportRow {
     pub seq: i64,
     pub received_at: i64,
     pub report_json: String,
+    /// Later runs that reported the same outcome, not stored as rows of their own.
+    pub repeats: Option<Repeats>,
+}
+
+/// Runs that repeated a stored report's outcome: their report differed from it only in
+/// timings. Sequence numbers of the runs in between may be missing (a report the
+/// server could not store), so `count` is kept apart from `last_seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repeats {
+    /// How many runs; at least 1.
+    pub count: i64,
+    /// The newest one's sequence number and the time it was received.
+    pub last_seq: i64,
+    pub last_at: i64,
+}
+
+/// A run with a new outcome, to be stored as a row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewReport {
+    pub seq: i64,
+    pub json: String,
+    /// Runs in the same delivery that repeated it; `None` for the newest row, whose
+    /// repeats are the envoy's open streak.
+    pub repeats: Option<Repeats>,
 }
 
 /// The newest version of one vigosync file an envoy has seen (held or received): a
@@ -127,12 +154,38 @@ pub enum WriteOp {
     /// An envoy checked in. Sets `last_checkin` and `policy_version`, and the traits when
     /// given. A check-in from a name the store does not know changes nothing.
     CheckIn { envoy: String, at: i64, traits_json: Option<String>, policy_version: String },
-    /// Queued run reports an envoy delivered, as `(sequence number, report JSON)`. Each
-    /// `(envoy, seq)` is stored once: a resent report changes nothing, so an agent may
-    /// resend whatever it was not sure was stored.
-    Reports { envoy: String, at: i64, reports: Vec<(i64, String)> },
+    /// Queued run reports an envoy delivered, in run order, received at `at`.
+    ///
+    /// `reports` are the runs with a new outcome, each stored once per `(envoy, seq)`:
+    /// a resent report changes nothing, so an agent may resend whatever it was not sure
+    /// was stored. `closes` records the repeats of an earlier row whose outcome these
+    /// runs ended. `open` is `(seq, repeats)` of the envoy's newest row afterwards; it
+    /// is written only while that row is the envoy's newest stored one, so the repeats
+    /// of a row that was never stored count for nothing.
+    Reports {
+        envoy: String,
+        at: i64,
+        reports: Vec<NewReport>,
+        closes: Option<(i64, Repeats)>,
+        open: (i64, Option<Repeats>),
+    },
     /// vigosync versions envoys have seen. A row replaces the stored one only when it is
     /// newer (mtime, then hash), so a late or replayed write never moves it back; a row
     /// for an envoy the store does not know changes nothing.
     VigosyncSeen(Vec<SeenRow>),
+}
+
+impl WriteOp {
+    /// Reports whose outcomes are all new (each run differs from the one before):
+    /// `(sequence number, report JSON)` in run order.
+    pub fn new_reports(envoy: &str, at: i64, reports: Vec<(i64, String)>) -> Self {
+        let newest = reports.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+        Self::Reports {
+            envoy: envoy.to_owned(),
+            at,
+            reports: reports.into_iter().map(|(seq, json)| NewReport { seq, json, repeats: None }).collect(),
+            closes: None,
+            open: (newest, None),
+        }
+    }
 }

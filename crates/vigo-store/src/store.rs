@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::columns;
 use crate::error::{Result, StoreError, on_row, on_table, redact};
 use crate::migrations;
-use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp};
+use crate::rows::{AdminTokenRow, BundleRow, EnvoyRow, Repeats, ReportRow, SeenRow, TokenRow, VersionRow, WriteOp};
 
 /// How long an SQLite writer waits for another connection's write lock before failing;
 /// writes are short, so this only runs out when something is badly wrong.
@@ -239,8 +239,9 @@ impl Store {
     pub async fn insert_envoy(&self, e: &EnvoyRow) -> Result<()> {
         // One statement, so two enrollments racing for a revoked name cannot both replace it.
         const SQL: &str = "INSERT INTO envoys \
-            (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, policy_version, age_recipient) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, policy_version, age_recipient, \
+             report_repeats, report_last_seq, report_last_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
             ON CONFLICT (name) DO UPDATE SET \
              signing_key = excluded.signing_key, \
              cert_fingerprint = excluded.cert_fingerprint, \
@@ -248,7 +249,10 @@ impl Store {
              revoked_at = excluded.revoked_at, \
              last_checkin = excluded.last_checkin, \
              policy_version = excluded.policy_version, \
-             age_recipient = excluded.age_recipient \
+             age_recipient = excluded.age_recipient, \
+             report_repeats = excluded.report_repeats, \
+             report_last_seq = excluded.report_last_seq, \
+             report_last_at = excluded.report_last_at \
             WHERE envoys.revoked_at IS NOT NULL";
         // A replaced envoy starts without history: its old reports and traits go in the
         // same transaction, or the new incarnation's sequence numbers would collide with
@@ -277,6 +281,9 @@ impl Store {
                 .bind(e.last_checkin)
                 .bind(&e.policy_version)
                 .bind(&e.age_recipient)
+                .bind(e.repeats.map_or(0, |r| r.count))
+                .bind(e.repeats.map(|r| r.last_seq))
+                .bind(e.repeats.map(|r| r.last_at))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -303,11 +310,12 @@ impl Store {
         .ok_or_else(|| StoreError::Conflict { table: ENVOYS, key: e.name.clone() })
     }
 
-    /// Every envoy, by name, with its traits and its newest report.
+    /// Every envoy, by name, with its traits and its newest report (and that report's repeats).
     pub async fn envoys(&self) -> Result<Vec<EnvoyRow>> {
         const SQL: &str = "SELECT e.name, e.signing_key, e.cert_fingerprint, e.enrolled_at, e.revoked_at, \
             e.last_checkin, t.traits_json, e.policy_version, r.report_json AS last_report_json, \
-            COALESCE(r.seq, 0) AS report_seq, e.age_recipient \
+            COALESCE(r.seq, 0) AS report_seq, e.age_recipient, \
+            e.report_repeats, e.report_last_seq, e.report_last_at \
             FROM envoys e \
             LEFT JOIN envoy_traits t ON t.envoy = e.name \
             LEFT JOIN reports r ON r.envoy = e.name AND r.seq = (SELECT MAX(seq) FROM reports WHERE envoy = e.name) \
@@ -341,8 +349,8 @@ impl Store {
                     return Err(StoreError::NotJson { table: ENVOYS, key: envoy.clone(), column: "traits_json" });
                 }
                 WriteOp::Reports { envoy, reports, .. } => {
-                    if let Some((seq, _)) = reports.iter().find(|(_, json)| !is_json(json)) {
-                        let key = format!("{envoy}/{seq}");
+                    if let Some(r) = reports.iter().find(|r| !is_json(&r.json)) {
+                        let key = format!("{envoy}/{}", r.seq);
                         return Err(StoreError::NotJson { table: REPORTS, key, column: "report_json" });
                     }
                 }
@@ -362,6 +370,8 @@ impl Store {
             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM envoys WHERE name = $1) \
             ON CONFLICT (envoy, username, name) DO UPDATE SET mtime = excluded.mtime, sha256 = excluded.sha256 \
             WHERE (excluded.mtime, excluded.sha256) > (vigosync_seen.mtime, vigosync_seen.sha256)";
+        const CLOSE: &str =
+            "UPDATE reports SET repeats = $3, last_seq = $4, last_at = $5 WHERE envoy = $1 AND seq = $2";
         on_batch_pool!(self, p => async {
             let mut tx = p.begin().await.map_err(on_table(ENVOYS, "begin batch on"))?;
             for chunk in check_ins.chunks(CHECK_INS_PER_STATEMENT) {
@@ -387,7 +397,7 @@ impl Store {
             let reports: Vec<_> = ops
                 .iter()
                 .filter_map(|op| match op {
-                    WriteOp::Reports { envoy, at, reports } => Some(reports.iter().map(move |r| (envoy, *at, r))),
+                    WriteOp::Reports { envoy, at, reports, .. } => Some(reports.iter().map(move |r| (envoy, *at, r))),
                     _ => None,
                 })
                 .flatten()
@@ -395,11 +405,48 @@ impl Store {
             for chunk in reports.chunks(REPORTS_PER_STATEMENT) {
                 // Built from constant text and a row count only; every value is bound.
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(reports_sql(chunk.len(), self.backend())));
-                for (envoy, at, (seq, json)) in chunk {
-                    query = query.bind(envoy.as_str()).bind(*seq).bind(*at).bind(json.as_str());
+                for (envoy, at, r) in chunk {
+                    query = query
+                        .bind(envoy.as_str())
+                        .bind(r.seq)
+                        .bind(*at)
+                        .bind(r.json.as_str())
+                        .bind(r.repeats.map_or(0, |x| x.count))
+                        .bind(r.repeats.map(|x| x.last_seq))
+                        .bind(r.repeats.map(|x| x.last_at));
                 }
-                let first = chunk.first().map_or(String::new(), |(envoy, _, (seq, _))| format!("{envoy}/{seq}"));
+                let first = chunk.first().map_or(String::new(), |(envoy, _, r)| format!("{envoy}/{}", r.seq));
                 query.execute(&mut *tx).await.map_err(on_row(REPORTS, "insert", &first))?;
+            }
+            // After the inserts: a row may close in the batch that stored it. A row
+            // that was never stored closes nothing.
+            for op in ops {
+                if let WriteOp::Reports { envoy, closes: Some((seq, r)), .. } = op {
+                    sqlx::query(CLOSE)
+                        .bind(envoy)
+                        .bind(seq)
+                        .bind(r.count)
+                        .bind(r.last_seq)
+                        .bind(r.last_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(on_row(REPORTS, "record repeats of", &format!("{envoy}/{seq}")))?;
+                }
+            }
+            let open = merge_open(ops);
+            for chunk in open.chunks(CHECK_INS_PER_STATEMENT) {
+                // Built from constant text and a row count only; every value is bound.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(open_sql(chunk.len(), self.backend())));
+                for (envoy, (seq, r)) in chunk {
+                    query = query
+                        .bind(*envoy)
+                        .bind(*seq)
+                        .bind(r.map_or(0, |x| x.count))
+                        .bind(r.map(|x| x.last_seq))
+                        .bind(r.map(|x| x.last_at));
+                }
+                let first = chunk.first().map_or("", |(envoy, _)| envoy);
+                query.execute(&mut *tx).await.map_err(on_row(ENVOYS, "record repeats of", first))?;
             }
             for op in ops {
                 match op {
@@ -424,20 +471,36 @@ impl Store {
         .await)
     }
 
-    /// The reports envoy `name` delivered, by sequence number.
+    /// The reports envoy `name` delivered, by sequence number, each with the runs that
+    /// repeated its outcome.
     pub async fn reports(&self, name: &str) -> Result<Vec<ReportRow>> {
-        const SQL: &str = "SELECT envoy, seq, received_at, report_json FROM reports WHERE envoy = $1 ORDER BY seq";
-        on_pool!(self, p => columns::all(sqlx::query(SQL).bind(name).fetch_all(p).await, columns::report))
-            .map_err(on_row(REPORTS, "list", name))
+        // One statement, so that the newest row and the envoy's open streak agree.
+        const SQL: &str = "SELECT r.envoy, r.seq, r.received_at, r.report_json, r.repeats, r.last_seq, r.last_at, \
+            e.report_repeats, e.report_last_seq, e.report_last_at \
+            FROM reports r JOIN envoys e ON e.name = r.envoy WHERE r.envoy = $1 ORDER BY r.seq";
+        let rows: Vec<(ReportRow, Option<Repeats>)> =
+            on_pool!(self, p => columns::all(sqlx::query(SQL).bind(name).fetch_all(p).await, columns::report_and_open))
+                .map_err(on_row(REPORTS, "list", name))?;
+        let newest = rows.len().saturating_sub(1);
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut report, open))| {
+                if i == newest {
+                    report.repeats = open;
+                }
+                report
+            })
+            .collect())
     }
 
-    /// Deletes at most `limit` reports received before `before`, oldest first, and returns
-    /// how many went. An envoy's newest report is kept whatever its age: it is the
+    /// Deletes at most `limit` reports received and last repeated before `before`, oldest
+    /// first, and returns how many went. An envoy's newest report is kept whatever its age: it is the
     /// envoy's last report.
     pub async fn prune_reports(&self, before: i64, limit: i64) -> Result<u64> {
         const SQL: &str = "DELETE FROM reports WHERE (envoy, seq) IN (\
             SELECT r.envoy, r.seq FROM reports r \
-            WHERE r.received_at < $1 \
+            WHERE r.received_at < $1 AND COALESCE(r.last_at, r.received_at) < $1 \
             AND r.seq < (SELECT MAX(n.seq) FROM reports n WHERE n.envoy = r.envoy) \
             ORDER BY r.received_at LIMIT $2)";
         on_pool!(self, p => sqlx::query(SQL).bind(before).bind(limit).execute(p).await.map(|done| done.rows_affected()))
@@ -578,9 +641,42 @@ fn check_in_sql(rows: usize, backend: Backend) -> String {
 /// One INSERT of `rows` queued reports; a report already stored for its `(envoy, seq)`
 /// (a resend) is skipped.
 fn reports_sql(rows: usize, backend: Backend) -> String {
-    let mut sql = String::from("INSERT INTO reports (envoy, seq, received_at, report_json) VALUES ");
-    push_rows(&mut sql, rows, &["TEXT", "BIGINT", "BIGINT", "TEXT"], backend);
+    let mut sql =
+        String::from("INSERT INTO reports (envoy, seq, received_at, report_json, repeats, last_seq, last_at) VALUES ");
+    push_rows(&mut sql, rows, &["TEXT", "BIGINT", "BIGINT", "TEXT", "BIGINT", "BIGINT", "BIGINT"], backend);
     sql.push_str(" ON CONFLICT (envoy, seq) DO NOTHING");
+    sql
+}
+
+/// The open streak a batch leaves on each envoy, in order of first appearance: the one
+/// furthest along when an envoy has several (a late write never moves it back).
+fn merge_open(ops: &[WriteOp]) -> Vec<(&str, (i64, Option<Repeats>))> {
+    let reach = |(seq, r): &(i64, Option<Repeats>)| (*seq, r.map_or(*seq, |r| r.last_seq));
+    let mut merged: Vec<(&str, (i64, Option<Repeats>))> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for op in ops {
+        let WriteOp::Reports { envoy, open, .. } = op else { continue };
+        match index.get(envoy.as_str()) {
+            Some(&i) if reach(open) > reach(&merged[i].1) => merged[i].1 = *open,
+            Some(_) => {}
+            None => {
+                index.insert(envoy, merged.len());
+                merged.push((envoy, *open));
+            }
+        }
+    }
+    merged
+}
+
+/// One UPDATE of `rows` envoys' open streaks (each named once), each written only
+/// while the row it counts for is the envoy's newest stored report.
+fn open_sql(rows: usize, backend: Backend) -> String {
+    let mut sql = String::from("WITH v (name, seq, repeats, last_seq, last_at) AS (VALUES ");
+    push_rows(&mut sql, rows, &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"], backend);
+    sql.push_str(
+        ") UPDATE envoys SET report_repeats = v.repeats, report_last_seq = v.last_seq, report_last_at = v.last_at \
+         FROM v WHERE envoys.name = v.name AND v.seq = (SELECT MAX(r.seq) FROM reports r WHERE r.envoy = v.name)",
+    );
     sql
 }
 

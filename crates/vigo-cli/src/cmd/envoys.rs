@@ -44,6 +44,16 @@ struct Detail {
     traits: Option<Value>,
     last_report: Option<Value>,
     report_seq: i64,
+    #[serde(default)]
+    repeats: Option<Repeated>,
+}
+
+/// Later runs with the same outcome as the last report.
+#[derive(Deserialize)]
+struct Repeated {
+    count: i64,
+    last_seq: i64,
+    last_at: i64,
 }
 
 pub async fn run(client: &Client, command: Command) -> anyhow::Result<u8> {
@@ -109,7 +119,18 @@ async fn show(client: &Client, name: &str, format: Format) -> anyhow::Result<u8>
     println!("policy version:   {}", s.policy_version.as_deref().unwrap_or("-"));
     println!("cert fingerprint: {}", d.cert_fingerprint);
     print_json_block("traits", d.traits.as_ref())?;
-    print_json_block(&format!("last report (#{})", d.report_seq), d.last_report.as_ref())?;
+    let title = match &d.repeats {
+        Some(r) => format!(
+            "last report (#{}, the same outcome again in {} later run{}, the newest #{} {})",
+            d.report_seq,
+            r.count,
+            if r.count == 1 { "" } else { "s" },
+            r.last_seq,
+            output::when(r.last_at)
+        ),
+        None => format!("last report (#{})", d.report_seq),
+    };
+    print_json_block(&title, d.last_report.as_ref())?;
     Ok(0)
 }
 

@@ -41,6 +41,20 @@ pub struct EnvoyDetail {
     pub last_report: Option<serde_json::Value>,
     /// Sequence number of `last_report`.
     pub report_seq: i64,
+    /// Later runs whose outcome was the same as `last_report`'s (it differed only in
+    /// timings); `null` when there were none.
+    pub repeats: Option<Repeated>,
+}
+
+/// Runs that repeated a report's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Repeated {
+    /// How many runs.
+    pub count: i64,
+    /// The newest one's sequence number.
+    pub last_seq: i64,
+    /// When the newest one was received, Unix seconds.
+    pub last_at: i64,
 }
 
 impl EnvoySummary {
@@ -70,7 +84,8 @@ impl EnvoyDetail {
             cert_fingerprint: e.cert_fingerprint.clone(),
             traits: e.traits.as_deref().cloned(),
             last_report,
-            report_seq: e.report_seq,
+            report_seq: e.report_seq(),
+            repeats: e.repeats().map(|r| Repeated { count: r.count, last_seq: r.last_seq, last_at: r.last_at }),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! of [`error::ErrorBody`].
 
 mod audit;
-mod envoys;
+pub mod envoys;
 mod error;
 mod publish;
 mod swarm;

@@ -1,7 +1,7 @@
 //! Behaviour every backend must share: each scenario gets a freshly migrated, empty store.
 //! `tests/sqlite.rs` and `tests/postgres.rs` run the same list through `every_scenario!`.
 
-use vigo_store::{BundleRow, EnvoyRow, SeenRow, Store, StoreError, TokenRow, VersionRow, WriteOp};
+use vigo_store::{BundleRow, EnvoyRow, NewReport, Repeats, SeenRow, Store, StoreError, TokenRow, VersionRow, WriteOp};
 
 /// Declares one test per scenario; `$fresh` is an async fn returning `Option<Fixture>`
 /// (`None` skips, e.g. when no PostgreSQL server is configured).
@@ -40,6 +40,7 @@ macro_rules! every_scenario {
             versions_and_bundles,
             reports_are_stored_once,
             old_reports_are_pruned_but_not_the_last,
+            repeated_outcomes_count_on_their_row,
             vigosync_seen_moves_forward,
         );
     };
@@ -75,11 +76,7 @@ pub fn check_in(envoy: &str, at: i64, traits: Option<&str>, report: Option<(i64,
         traits_json: traits.map(str::to_owned),
         policy_version: format!("v-{at}"),
     };
-    let report = report.map(|(seq, json)| WriteOp::Reports {
-        envoy: envoy.to_owned(),
-        at,
-        reports: vec![(seq, json.to_owned())],
-    });
+    let report = report.map(|(seq, json)| WriteOp::new_reports(envoy, at, vec![(seq, json.to_owned())]));
     std::iter::once(row).chain(report).collect()
 }
 
@@ -451,11 +448,7 @@ pub async fn versions_and_bundles(store: Store) {
 }
 
 fn reports(envoy: &str, at: i64, seqs: &[i64]) -> WriteOp {
-    WriteOp::Reports {
-        envoy: envoy.to_owned(),
-        at,
-        reports: seqs.iter().map(|s| (*s, format!(r#"{{"run":{s},"at":{at}}}"#))).collect(),
-    }
+    WriteOp::new_reports(envoy, at, seqs.iter().map(|s| (*s, format!(r#"{{"run":{s},"at":{at}}}"#))).collect())
 }
 
 pub async fn reports_are_stored_once(store: Store) {
@@ -490,8 +483,7 @@ pub async fn reports_are_stored_once(store: Store) {
     assert_eq!(web2.last().map(|r| r.seq), Some(610));
 
     // A report that is not JSON fails the whole batch.
-    let bad =
-        WriteOp::Reports { envoy: "web-1".into(), at: NOW, reports: vec![(9, "{}".into()), (10, "not json".into())] };
+    let bad = WriteOp::new_reports("web-1", NOW, vec![(9, "{}".into()), (10, "not json".into())]);
     store.apply_batch(&[bad]).await.expect_err("not json");
     assert_eq!(store.reports("web-1").await.expect("list").len(), 4, "nothing of a failed batch stays");
 
@@ -500,6 +492,95 @@ pub async fn reports_are_stored_once(store: Store) {
     store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
     assert!(store.reports("web-1").await.expect("list").is_empty());
     assert_eq!(store.reports("web-2").await.expect("list").len(), web2.len(), "other envoys keep theirs");
+}
+
+fn repeats(count: i64, last_seq: i64, last_at: i64) -> Option<Repeats> {
+    Some(Repeats { count, last_seq, last_at })
+}
+
+/// What `reports` lists for an envoy: `(seq, repeats)` by row.
+async fn repeats_of(store: &Store, name: &str) -> Vec<(i64, Option<Repeats>)> {
+    store.reports(name).await.expect("list").into_iter().map(|r| (r.seq, r.repeats)).collect()
+}
+
+pub async fn repeated_outcomes_count_on_their_row(store: Store) {
+    for name in ["web-1", "web-2", "web-3"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    let json = |seq: i64| format!(r#"{{"run":{seq}}}"#);
+    let ops = |envoy: &str, at, reports: Vec<NewReport>, closes, open| WriteOp::Reports {
+        envoy: envoy.to_owned(),
+        at,
+        reports,
+        closes,
+        open,
+    };
+    let new = |seq: i64, repeats: Option<Repeats>| NewReport { seq, json: json(seq), repeats };
+
+    // Runs 2 and 3 repeat run 1: its row counts them, kept on the envoy's row while open.
+    store.apply_batch(&[WriteOp::new_reports("web-1", NOW, vec![(1, json(1))])]).await.expect("first");
+    store.apply_batch(&[ops("web-1", NOW + 1, vec![], None, (1, repeats(2, 3, NOW + 1)))]).await.expect("repeats");
+    assert_eq!(repeats_of(&store, "web-1").await, [(1, repeats(2, 3, NOW + 1))]);
+    let row = |name: &'static str| {
+        let store = store.clone();
+        async move { store.envoys().await.expect("envoys").into_iter().find(|e| e.name == name).expect("row") }
+    };
+    let web1 = row("web-1").await;
+    assert_eq!((web1.report_seq, web1.repeats), (1, repeats(2, 3, NOW + 1)));
+
+    // The repeats of a row that is not the envoy's newest stored one are not written.
+    store.apply_batch(&[ops("web-2", NOW, vec![], None, (5, repeats(1, 6, NOW)))]).await.expect("no row");
+    assert_eq!(row("web-2").await.repeats, None);
+
+    // A new outcome closes the open row; runs repeating it within one delivery go
+    // with it; the newest row's repeats are open again.
+    let closing = ops(
+        "web-1",
+        NOW + 2,
+        vec![new(4, repeats(1, 5, NOW + 2)), new(6, None)],
+        Some((1, Repeats { count: 2, last_seq: 3, last_at: NOW + 1 })),
+        (6, repeats(1, 7, NOW + 2)),
+    );
+    store.apply_batch(&[closing]).await.expect("closing");
+    let expected = [(1, repeats(2, 3, NOW + 1)), (4, repeats(1, 5, NOW + 2)), (6, repeats(1, 7, NOW + 2))];
+    assert_eq!(repeats_of(&store, "web-1").await, expected);
+    let web1 = row("web-1").await;
+    assert_eq!((web1.report_seq, web1.repeats), (6, repeats(1, 7, NOW + 2)));
+
+    // In one batch: a row stored, repeated and closed; and an envoy's streak written
+    // twice, out of order, keeps the one furthest along.
+    store
+        .apply_batch(&[
+            WriteOp::new_reports("web-2", NOW, vec![(1, json(1))]),
+            ops("web-2", NOW, vec![], None, (1, repeats(1, 2, NOW))),
+            ops(
+                "web-2",
+                NOW,
+                vec![new(3, None)],
+                Some((1, Repeats { count: 1, last_seq: 2, last_at: NOW })),
+                (3, None),
+            ),
+            ops("web-1", NOW + 3, vec![], None, (6, repeats(3, 9, NOW + 3))),
+            ops("web-1", NOW + 3, vec![], None, (6, repeats(2, 8, NOW + 3))),
+        ])
+        .await
+        .expect("one batch");
+    assert_eq!(repeats_of(&store, "web-2").await, [(1, repeats(1, 2, NOW)), (3, None)]);
+    assert_eq!(row("web-2").await.repeats, None);
+    assert_eq!(row("web-1").await.repeats, repeats(3, 9, NOW + 3));
+
+    // Pruning goes by the last time a row's outcome was reported.
+    assert_eq!(store.prune_reports(NOW + 1, 100).await.expect("prune"), 1, "web-2's row 1, last repeated at NOW");
+    assert_eq!(repeats_of(&store, "web-2").await, [(3, None)]);
+    assert_eq!(repeats_of(&store, "web-1").await[0].0, 1, "received at NOW, but repeated at NOW + 1");
+    assert_eq!(store.prune_reports(NOW + 2, 100).await.expect("prune"), 1);
+    assert_eq!(repeats_of(&store, "web-1").await[0].0, 4);
+
+    // An envoy enrolled again starts without repeats.
+    assert!(store.revoke_envoy("web-1", NOW + 10).await.expect("revoke"));
+    store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
+    assert_eq!(row("web-1").await.repeats, None);
+    assert!(repeats_of(&store, "web-1").await.is_empty());
 }
 
 pub async fn old_reports_are_pruned_but_not_the_last(store: Store) {
