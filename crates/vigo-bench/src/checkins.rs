@@ -216,8 +216,10 @@ async fn measure(server: &Arc<Server>, options: &Options) -> anyhow::Result<(Rep
         report_rows: None,
         server: use_of(after.server_cpu - before.server_cpu, Some(peak_rss_kib as f64 / 1024.0)),
         generator: use_of(after.own_cpu - before.own_cpu, None),
-        machine_busy: (after.machine_busy - before.machine_busy)
-            / (after.machine_total - before.machine_total).max(f64::MIN_POSITIVE),
+        machine_busy: (after.machine.busy - before.machine.busy)
+            / (after.machine.total - before.machine.total).max(f64::MIN_POSITIVE),
+        machine_steal: (after.machine.steal - before.machine.steal)
+            / (after.machine.total - before.machine.total).max(f64::MIN_POSITIVE),
         cpus,
     };
     Ok((report, tally.sent_by_envoy))
@@ -228,19 +230,16 @@ struct Sample {
     at: Instant,
     server_cpu: f64,
     own_cpu: f64,
-    machine_busy: f64,
-    machine_total: f64,
+    machine: procfs::MachineCpu,
 }
 
 impl Sample {
     fn take(server_pid: u32) -> anyhow::Result<Self> {
-        let (machine_busy, machine_total) = procfs::machine_cpu_secs()?;
         Ok(Self {
+            machine: procfs::machine_cpu_secs()?,
             at: Instant::now(),
             server_cpu: procfs::process_cpu_secs(server_pid)?,
             own_cpu: procfs::self_cpu_secs()?,
-            machine_busy,
-            machine_total,
         })
     }
 }

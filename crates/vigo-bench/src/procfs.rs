@@ -40,15 +40,29 @@ pub fn self_cpu_secs() -> anyhow::Result<f64> {
     Ok(secs(usage.user_time()) + secs(usage.system_time()))
 }
 
-/// The machine's CPU time so far, as (busy, total) seconds summed over every CPU.
-pub fn machine_cpu_secs() -> anyhow::Result<(f64, f64)> {
+/// The machine's CPU time so far, summed over every CPU, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// Not idle: used here, or taken by the hypervisor for other guests (`steal`).
+    pub busy: f64,
+    pub steal: f64,
+    pub total: f64,
+}
+
+/// The machine's CPU time so far, from `/proc/stat`.
+pub fn machine_cpu_secs() -> anyhow::Result<MachineCpu> {
     let text = std::fs::read_to_string("/proc/stat").context("/proc/stat: cannot read")?;
     let line = text.lines().find(|l| l.starts_with("cpu ")).context("/proc/stat: no `cpu` line")?;
     let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
     // user nice system idle iowait irq softirq steal; guest time is already inside user.
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-    Ok(((total - idle.min(total)) as f64 / TICKS_PER_SEC, total as f64 / TICKS_PER_SEC))
+    let steal = ticks.get(7).copied().unwrap_or(0);
+    Ok(MachineCpu {
+        busy: (total - idle.min(total)) as f64 / TICKS_PER_SEC,
+        steal: steal as f64 / TICKS_PER_SEC,
+        total: total as f64 / TICKS_PER_SEC,
+    })
 }
 
 /// CPUs this process may run on.
@@ -76,7 +90,7 @@ mod tests {
         assert!(from_rusage >= base + 0.2);
         assert!((from_proc - from_rusage).abs() < 0.1, "/proc says {from_proc}s, getrusage {from_rusage}s");
         assert!(peak_rss_kib(pid).expect("own status") > 100);
-        let (busy, total) = machine_cpu_secs().expect("machine");
-        assert!(busy > 0.0 && busy <= total);
+        let m = machine_cpu_secs().expect("machine");
+        assert!(m.busy > 0.0 && m.busy <= m.total && m.steal <= m.busy, "{m:?}");
     }
 }

@@ -51,6 +51,9 @@ pub struct Report {
     pub generator: ProcessUse,
     /// Share of all CPUs the machine was busy during the window.
     pub machine_busy: f64,
+    /// Share of all CPUs the hypervisor gave to other guests during the window (part
+    /// of `machine_busy`): time this machine wanted to run but could not.
+    pub machine_steal: f64,
     pub cpus: usize,
     pub meets_target: bool,
 }
@@ -160,7 +163,13 @@ impl Report {
             100.0 * self.generator.cores / self.cpus as f64,
             self.cpus
         );
-        let _ = writeln!(out, "machine:      {:.0}% of {} CPUs busy", 100.0 * self.machine_busy, self.cpus);
+        let _ = writeln!(
+            out,
+            "machine:      {:.0}% of {} CPUs busy ({:.1}% stolen by the hypervisor)",
+            100.0 * self.machine_busy,
+            self.cpus,
+            100.0 * self.machine_steal
+        );
         let verdict = if self.meets_target { "met" } else { "not met" };
         let _ = writeln!(out, "target (≥ {TARGET_PER_SEC:.0}/s with p99 < {TARGET_P99_MS} ms, no errors): {verdict}");
         out

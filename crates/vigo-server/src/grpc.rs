@@ -315,10 +315,11 @@ impl AgentService {
             return Err(refuse_body(&name, &why));
         }
         let highest = body.reports.iter().map(|r| r.seq).max().unwrap_or(0);
-        // Parsed before the lock: every report not known stored (those the claim
-        // below finds new are among them, as the stored mark only moves forward).
-        let stored = self.server.fleet.reports(&name).map_or(0, |p| p.stored);
-        let mut runs = usable_reports(&name, body.reports.iter().filter(|r| r.seq > stored));
+        // Parsed before the lock: the reports not on their way to the store yet, which
+        // the claim below will most likely find new. Should a failed commit have made
+        // earlier ones new again meanwhile, those are parsed under the lock.
+        let queued = self.server.fleet.reports(&name).map_or(0, |p| p.queued);
+        let mut runs = usable_reports(&name, body.reports.iter().filter(|r| r.seq > queued));
         let updated = self
             .server
             .fleet
@@ -334,6 +335,11 @@ impl AgentService {
                 }
                 // Only reports not already on their way to the store are written.
                 let claim = e.reports.claim(highest).map(|base| {
+                    if base < queued {
+                        let again = body.reports.iter().filter(|r| r.seq > base && r.seq <= queued);
+                        runs.extend(usable_reports(&name, again));
+                        runs.sort_by_key(|r| r.seq);
+                    }
                     runs.retain(|r| u64::try_from(r.seq).is_ok_and(|seq| seq > base));
                     let fresh = runs.len();
                     let (plan, run) = crate::runs::plan(e.reports.queued_run, std::mem::take(&mut runs), now);
