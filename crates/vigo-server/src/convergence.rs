@@ -90,11 +90,10 @@ mod tests {
             traits_digest: None,
             policy_version: None,
             last_report: report.map(|r| Arc::new(r.to_string())),
-            reports: crate::fleet::ReportProgress::loaded(report.map(|r| crate::runs::Streak {
-                seq: 1,
-                outcome: crate::runs::stored_outcome(r),
-                repeats: None,
-            })),
+            reports: crate::fleet::ReportProgress::loaded(
+                report.map(|r| crate::runs::Streak { seq: 1, outcome: crate::runs::stored_outcome(r), repeats: None }),
+                1,
+            ),
             bundle: None,
             age_recipient: None,
         }

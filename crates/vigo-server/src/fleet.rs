@@ -68,10 +68,13 @@ pub struct ReportProgress {
 }
 
 impl ReportProgress {
-    /// An envoy loaded from the store, whose newest stored row is `run`.
-    pub fn loaded(run: Option<Streak>) -> Self {
-        let seq = run.map_or(0, |r| r.reach());
-        Self { stored: seq, queued: seq, stored_run: run, queued_run: run }
+    /// An envoy loaded from the store: its reports are stored up to `stored`, its
+    /// newest row is `run`. A row stored beyond the mark (after a delivery that was
+    /// not) is not what the next report is compared with: the missing reports come
+    /// again and are stored as rows.
+    pub fn loaded(run: Option<Streak>, stored: u64) -> Self {
+        let queued_run = run.filter(|r| r.reach() <= stored);
+        Self { stored, queued: stored, stored_run: run, queued_run }
     }
 
     /// A check-in carried reports up to `highest`. Returns `Some(base)` when some
@@ -255,7 +258,7 @@ mod tests {
     #[test]
     fn a_failed_commit_brings_back_the_stored_streak() {
         let run = |seq, outcome| Some(Streak { seq, outcome: [outcome; 32], repeats: None });
-        let mut p = ReportProgress::loaded(run(4, 1));
+        let mut p = ReportProgress::loaded(run(4, 1), 4);
         assert_eq!((p.stored, p.queued), (4, 4));
         let base = p.claim(5).expect("new");
         p.queued_run = run(5, 2);
@@ -268,5 +271,14 @@ mod tests {
         // A late settle of a shorter streak does not move the stored one back.
         assert!(p.settle(4, 5, true, run(4, 1)));
         assert_eq!(p.stored_run, run(5, 2));
+    }
+
+    #[test]
+    fn a_row_beyond_the_stored_mark_is_not_compared_with() {
+        let row = Some(Streak { seq: 6, outcome: [1; 32], repeats: None });
+        let p = ReportProgress::loaded(row, 4);
+        assert_eq!((p.stored, p.queued, p.stored_run, p.queued_run), (4, 4, row, None));
+        assert_eq!(p.ack(6), 4, "reports 5 and 6 are resent");
+        assert_eq!(ReportProgress::loaded(row, 6).queued_run, row);
     }
 }

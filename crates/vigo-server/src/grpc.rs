@@ -403,18 +403,18 @@ impl AgentService {
         let wait = fresh > 1 || !self.server.writer.busy();
         // Once stored, the newest row is the envoy's "last report".
         let newest = plan.rows.last().map(|r| Arc::new(r.json.clone()));
-        let mut ops = Vec::with_capacity(2);
-        if fresh > 0 {
-            let open = run.map_or((0, None), |r| (i64::try_from(r.seq).unwrap_or(i64::MAX), r.repeats));
-            ops.push(WriteOp::Reports {
-                envoy: name.to_owned(),
-                at: now,
-                reports: plan.rows,
-                closes: plan.closes,
-                open,
-            });
-        }
-        ops.push(check_in);
+        let open = run.map_or((0, None), |r| (i64::try_from(r.seq).unwrap_or(i64::MAX), r.repeats));
+        let seq = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        // Also when every report was dropped: the stored mark moves past them.
+        let reports = WriteOp::Reports {
+            envoy: name.to_owned(),
+            at: now,
+            reports: plan.rows,
+            closes: plan.closes,
+            open,
+            through: (seq(base), seq(highest)),
+        };
+        let ops = vec![reports, check_in];
         let server = self.server.clone();
         let envoy = name.to_owned();
         let settle = Box::new(move |stored: bool| {

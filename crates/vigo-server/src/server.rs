@@ -387,14 +387,14 @@ pub fn envoy_from_row(row: EnvoyRow) -> anyhow::Result<Envoy> {
         last_checkin: row.last_checkin,
         traits,
         policy_version: row.policy_version,
-        // Reports were acknowledged only once stored, so all up to the newest are.
-        reports: crate::fleet::ReportProgress::loaded(row.last_report_json.as_deref().map(|json| {
-            crate::runs::Streak {
+        reports: crate::fleet::ReportProgress::loaded(
+            row.last_report_json.as_deref().map(|json| crate::runs::Streak {
                 seq: u64::try_from(row.report_seq).unwrap_or(0),
                 outcome: crate::runs::stored_outcome(json),
                 repeats: row.repeats,
-            }
-        })),
+            }),
+            u64::try_from(row.reports_stored).unwrap_or(0),
+        ),
         last_report: row.last_report_json.map(Arc::new),
         bundle: None,
         age_recipient: row.age_recipient,

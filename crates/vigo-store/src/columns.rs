@@ -77,6 +77,7 @@ pub(crate) fn envoy(row: &impl Columns) -> Column<EnvoyRow> {
         last_report_json: row.opt_text("last_report_json")?,
         report_seq: row.int("report_seq")?,
         repeats: repeats(row, ["report_repeats", "report_last_seq", "report_last_at"])?,
+        reports_stored: row.int("report_stored")?,
         age_recipient: row.opt_text("age_recipient")?,
     })
 }

@@ -101,7 +101,8 @@ mod tests {
     }
 
     /// Migration 6 moves traits to their own table and a last report into `reports`,
-    /// so a database written before it reads the same through the store afterwards.
+    /// so a database written before it reads the same through the store afterwards;
+    /// migration 8 starts each envoy's stored mark at its newest report.
     #[tokio::test]
     async fn hot_envoy_rows_keep_traits_and_last_report() {
         use sqlx::migrate::Migrator;
@@ -148,6 +149,9 @@ mod tests {
         );
         let reports = store.reports("web-1").await.expect("reports");
         assert_eq!(reports.iter().map(|r| (r.seq, r.received_at)).collect::<Vec<_>>(), [(4, 20)]);
+        // Migration 8: what was stored counts as stored; nothing repeats yet.
+        let marks: Vec<_> = envoys.iter().map(|e| (e.reports_stored, e.repeats)).collect();
+        assert_eq!(marks, [(4, None), (0, None)]);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct EnvoyRow {
     pub report_seq: i64,
     /// Later runs that reported the same outcome as `last_report_json`.
     pub repeats: Option<Repeats>,
+    /// Every report up to this sequence number is stored (or was dropped as
+    /// unusable): what may be acknowledged.
+    pub reports_stored: i64,
     /// The age X25519 recipient (`age1…`) its secrets are sealed to; `None` for envoys
     /// enrolled before secrets existed.
     pub age_recipient: Option<String>,
@@ -68,6 +71,7 @@ impl EnvoyRow {
             last_report_json: None,
             report_seq: 0,
             repeats: None,
+            reports_stored: 0,
             age_recipient: None,
         }
     }
@@ -162,12 +166,18 @@ pub enum WriteOp {
     /// runs ended. `open` is `(seq, repeats)` of the envoy's newest row afterwards; it
     /// is written only while that row is the envoy's newest stored one, so the repeats
     /// of a row that was never stored count for nothing.
+    ///
+    /// `through` is `(base, highest)`: every report the agent numbered above `base` up
+    /// to `highest` is here (or was dropped as unusable). The envoy's stored mark moves
+    /// to `highest` only from `base` or beyond: after a delivery that was not stored it
+    /// stays, so the missing reports are not acknowledged, even after a restart.
     Reports {
         envoy: String,
         at: i64,
         reports: Vec<NewReport>,
         closes: Option<(i64, Repeats)>,
         open: (i64, Option<Repeats>),
+        through: (i64, i64),
     },
     /// vigosync versions envoys have seen. A row replaces the stored one only when it is
     /// newer (mtime, then hash), so a late or replayed write never moves it back; a row
@@ -177,10 +187,13 @@ pub enum WriteOp {
 
 impl WriteOp {
     /// Reports whose outcomes are all new (each run differs from the one before):
-    /// `(sequence number, report JSON)` in run order.
+    /// `(sequence number, report JSON)` in run order, the agent's reports from the
+    /// first of them to the last.
     pub fn new_reports(envoy: &str, at: i64, reports: Vec<(i64, String)>) -> Self {
         let newest = reports.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+        let oldest = reports.iter().map(|(seq, _)| *seq).min().unwrap_or(1);
         Self::Reports {
+            through: (oldest - 1, newest),
             envoy: envoy.to_owned(),
             at,
             reports: reports.into_iter().map(|(seq, json)| NewReport { seq, json, repeats: None }).collect(),

@@ -240,8 +240,8 @@ impl Store {
         // One statement, so two enrollments racing for a revoked name cannot both replace it.
         const SQL: &str = "INSERT INTO envoys \
             (name, signing_key, cert_fingerprint, enrolled_at, revoked_at, last_checkin, policy_version, age_recipient, \
-             report_repeats, report_last_seq, report_last_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             report_repeats, report_last_seq, report_last_at, report_stored) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
             ON CONFLICT (name) DO UPDATE SET \
              signing_key = excluded.signing_key, \
              cert_fingerprint = excluded.cert_fingerprint, \
@@ -252,7 +252,8 @@ impl Store {
              age_recipient = excluded.age_recipient, \
              report_repeats = excluded.report_repeats, \
              report_last_seq = excluded.report_last_seq, \
-             report_last_at = excluded.report_last_at \
+             report_last_at = excluded.report_last_at, \
+             report_stored = excluded.report_stored \
             WHERE envoys.revoked_at IS NOT NULL";
         // A replaced envoy starts without history: its old reports and traits go in the
         // same transaction, or the new incarnation's sequence numbers would collide with
@@ -284,6 +285,7 @@ impl Store {
                 .bind(e.repeats.map_or(0, |r| r.count))
                 .bind(e.repeats.map(|r| r.last_seq))
                 .bind(e.repeats.map(|r| r.last_at))
+                .bind(e.reports_stored)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -315,7 +317,7 @@ impl Store {
         const SQL: &str = "SELECT e.name, e.signing_key, e.cert_fingerprint, e.enrolled_at, e.revoked_at, \
             e.last_checkin, t.traits_json, e.policy_version, r.report_json AS last_report_json, \
             COALESCE(r.seq, 0) AS report_seq, e.age_recipient, \
-            e.report_repeats, e.report_last_seq, e.report_last_at \
+            e.report_repeats, e.report_last_seq, e.report_last_at, e.report_stored \
             FROM envoys e \
             LEFT JOIN envoy_traits t ON t.envoy = e.name \
             LEFT JOIN reports r ON r.envoy = e.name AND r.seq = (SELECT MAX(seq) FROM reports WHERE envoy = e.name) \
@@ -447,6 +449,19 @@ impl Store {
                 }
                 let first = chunk.first().map_or("", |(envoy, _)| envoy);
                 query.execute(&mut *tx).await.map_err(on_row(ENVOYS, "record repeats of", first))?;
+            }
+            // Stored marks: one statement for the envoys with one delivery in the batch;
+            // one per delivery, in order, for the others (each depends on the one before).
+            let (single, several) = stored_marks(ops);
+            let several = several.chunks(1);
+            for chunk in single.chunks(CHECK_INS_PER_STATEMENT).chain(several) {
+                // Built from constant text and a row count only; every value is bound.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(stored_sql(chunk.len(), self.backend())));
+                for (envoy, (base, highest)) in chunk {
+                    query = query.bind(*envoy).bind(*base).bind(*highest);
+                }
+                let first = chunk.first().map_or("", |(envoy, _)| envoy);
+                query.execute(&mut *tx).await.map_err(on_row(ENVOYS, "record stored reports of", first))?;
             }
             for op in ops {
                 match op {
@@ -666,6 +681,36 @@ fn merge_open(ops: &[WriteOp]) -> Vec<(&str, (i64, Option<Repeats>))> {
         }
     }
     merged
+}
+
+/// The stored-mark updates of a batch's deliveries, as `(envoy, (base, highest))`:
+/// those of envoys with one delivery in the batch, and, in batch order, the others.
+#[allow(clippy::type_complexity)]
+fn stored_marks(ops: &[WriteOp]) -> (Vec<(&str, (i64, i64))>, Vec<(&str, (i64, i64))>) {
+    let mut deliveries: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for op in ops {
+        if let WriteOp::Reports { envoy, .. } = op {
+            *deliveries.entry(envoy.as_str()).or_default() += 1;
+        }
+    }
+    ops.iter()
+        .filter_map(|op| match op {
+            WriteOp::Reports { envoy, through, .. } => Some((envoy.as_str(), *through)),
+            _ => None,
+        })
+        .partition(|(envoy, _)| deliveries.get(envoy) == Some(&1))
+}
+
+/// One UPDATE of `rows` envoys' stored marks (each named once): a mark moves to
+/// `highest` only from `base` or beyond.
+fn stored_sql(rows: usize, backend: Backend) -> String {
+    let mut sql = String::from("WITH v (name, base, highest) AS (VALUES ");
+    push_rows(&mut sql, rows, &["TEXT", "BIGINT", "BIGINT"], backend);
+    sql.push_str(
+        ") UPDATE envoys SET report_stored = v.highest FROM v \
+         WHERE envoys.name = v.name AND envoys.report_stored >= v.base AND envoys.report_stored < v.highest",
+    );
+    sql
 }
 
 /// One UPDATE of `rows` envoys' open streaks (each named once), each written only

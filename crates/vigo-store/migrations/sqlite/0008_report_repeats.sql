@@ -13,3 +13,9 @@ ALTER TABLE reports ADD COLUMN last_at INTEGER;
 ALTER TABLE envoys ADD COLUMN report_repeats INTEGER NOT NULL DEFAULT 0 CHECK (report_repeats >= 0);
 ALTER TABLE envoys ADD COLUMN report_last_seq INTEGER;
 ALTER TABLE envoys ADD COLUMN report_last_at INTEGER;
+
+-- Every report of the envoy up to this sequence number is stored (or was dropped as
+-- unusable): what may be acknowledged, also after a restart. A delivery stored while
+-- an earlier one is missing does not move it.
+ALTER TABLE envoys ADD COLUMN report_stored INTEGER NOT NULL DEFAULT 0 CHECK (report_stored >= 0);
+UPDATE envoys SET report_stored = COALESCE((SELECT MAX(seq) FROM reports WHERE envoy = envoys.name), 0);

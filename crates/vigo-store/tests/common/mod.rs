@@ -41,6 +41,7 @@ macro_rules! every_scenario {
             reports_are_stored_once,
             old_reports_are_pruned_but_not_the_last,
             repeated_outcomes_count_on_their_row,
+            the_stored_mark_moves_only_without_a_gap,
             vigosync_seen_moves_forward,
         );
     };
@@ -514,6 +515,7 @@ pub async fn repeated_outcomes_count_on_their_row(store: Store) {
         reports,
         closes,
         open,
+        through: (0, 0),
     };
     let new = |seq: i64, repeats: Option<Repeats>| NewReport { seq, json: json(seq), repeats };
 
@@ -581,6 +583,53 @@ pub async fn repeated_outcomes_count_on_their_row(store: Store) {
     store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
     assert_eq!(row("web-1").await.repeats, None);
     assert!(repeats_of(&store, "web-1").await.is_empty());
+}
+
+/// A delivery of the reports after `base` up to `highest`, all dropped as unusable.
+fn through(envoy: &str, base: i64, highest: i64) -> WriteOp {
+    WriteOp::Reports {
+        envoy: envoy.to_owned(),
+        at: NOW,
+        reports: vec![],
+        closes: None,
+        open: (0, None),
+        through: (base, highest),
+    }
+}
+
+pub async fn the_stored_mark_moves_only_without_a_gap(store: Store) {
+    for name in ["web-1", "web-2"] {
+        store.insert_envoy(&envoy(name)).await.expect("enroll");
+    }
+    let marks = || async {
+        let rows = store.envoys().await.expect("envoys");
+        rows.into_iter().map(|e| (e.name, e.reports_stored)).collect::<Vec<_>>()
+    };
+    let mark = |web1: i64, web2: i64| vec![("web-1".to_owned(), web1), ("web-2".to_owned(), web2)];
+    store
+        .apply_batch(&[WriteOp::new_reports("web-1", NOW, vec![(1, "{}".into()), (2, "{}".into())])])
+        .await
+        .expect("1-2");
+    assert_eq!(marks().await, mark(2, 0));
+    // A delivery after a missing one (3 was never stored) leaves the mark.
+    store.apply_batch(&[WriteOp::new_reports("web-1", NOW, vec![(4, "{}".into())])]).await.expect("4");
+    assert_eq!(marks().await, mark(2, 0));
+    assert_eq!(store.reports("web-1").await.expect("list").len(), 3, "report 4 is stored all the same");
+    // The resend fills the gap; an older delivery written late does not move it back.
+    store.apply_batch(&[through("web-1", 2, 4), through("web-1", 1, 2)]).await.expect("resend");
+    assert_eq!(marks().await, mark(4, 0));
+    // Several deliveries of one envoy in a batch apply in order: the second needs the
+    // first; a later one that needs the third (out of order) does not apply.
+    store
+        .apply_batch(&[through("web-2", 0, 1), through("web-1", 4, 5), through("web-2", 2, 3), through("web-2", 1, 2)])
+        .await
+        .expect("in order");
+    assert_eq!(marks().await, mark(5, 2));
+
+    // It survives re-enrollment only as what the new row says.
+    assert!(store.revoke_envoy("web-1", NOW + 10).await.expect("revoke"));
+    store.insert_envoy(&envoy("web-1")).await.expect("re-enroll");
+    assert_eq!(marks().await, mark(0, 2));
 }
 
 pub async fn old_reports_are_pruned_but_not_the_last(store: Store) {
