@@ -403,3 +403,68 @@ fn swarm_sync_status_table_and_json() {
     let out = s.cli().args(["swarm", "sync", "status", "--user", "nobody"]).assert().success().get_output().clone();
     assert!(stdout(&out).contains("no vigosync files for nobody"), "{}", stdout(&out));
 }
+
+#[test]
+fn envoys_reports_show_the_run_history() {
+    use vigo_store::{EnvoyRow, NewReport, Repeats, WriteOp};
+    let s = TestServer::start();
+    let rt = s.runtime.as_ref().expect("runtime");
+    let key = vigo_pki::SigningKey::generate().public_key().as_bytes().to_vec();
+    let row = EnvoyRow::enrolled("web-1", key, "sha256:web-1", 1);
+    rt.block_on(s.server.store.insert_envoy(&row)).expect("enroll");
+    s.server.fleet.insert(vigo_server::server::envoy_from_row(row).expect("envoy"));
+    let out = s.cli().args(["envoys", "reports", "web-1"]).assert().success().get_output().clone();
+    assert!(stdout(&out).contains("web-1 has not reported a run yet"), "{}", stdout(&out));
+
+    // Runs 1-3 repaired one drift each time, alike; runs 4-5 could not start.
+    let repaired = r#"{"mode":"enforce","resources":[],"summary":{"total":2,"unchanged":1,"changed":1,"failed":0,"skipped":0,"duration_ms":5}}"#;
+    let failed = r#"{"mode":"enforce","error":"policy does not validate\nsecond line","resources":[],"summary":{"total":0,"unchanged":0,"changed":0,"failed":0,"skipped":0,"duration_ms":0}}"#;
+    const JAN_1: i64 = 1_767_225_600;
+    let delivery = WriteOp::Reports {
+        envoy: "web-1".into(),
+        at: JAN_1,
+        reports: vec![
+            NewReport {
+                seq: 1,
+                json: repaired.into(),
+                repeats: Some(Repeats { count: 2, last_seq: 3, last_at: JAN_1 + 60 }),
+            },
+            NewReport { seq: 4, json: failed.into(), repeats: None },
+        ],
+        closes: None,
+        open: (4, Some(Repeats { count: 1, last_seq: 5, last_at: JAN_1 + 120 })),
+        through: (0, 5),
+    };
+    rt.block_on(s.server.store.apply_batch(&[delivery])).expect("reports");
+
+    let out = s.cli().args(["envoys", "reports", "web-1"]).assert().success().get_output().clone();
+    let table = stdout(&out);
+    let lines: Vec<Vec<&str>> =
+        table.lines().map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()).collect();
+    assert_eq!(lines[0], ["RUNS", "FIRST", "LAST", "OUTCOME"], "{table}");
+    assert_eq!(
+        lines[1],
+        ["#1-#3 (3)", "2026-01-01 00:00:00 UTC", "2026-01-01 00:01:00 UTC", "2 resources, 1 changed"],
+        "{table}"
+    );
+    assert_eq!(lines[2][0], "#4-#5 (2)", "{table}");
+    assert_eq!(lines[2][3], "run failed: policy does not validate", "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+
+    let all = s.json(&["envoys", "reports", "web-1", "--json"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    assert_eq!(all[1]["repeats"], serde_json::json!({"count": 1, "last_seq": 5, "last_at": JAN_1 + 120}));
+    let newest = s.json(&["envoys", "reports", "web-1", "--limit", "1", "--json"]);
+    assert_eq!(newest.as_array().map(|a| a.iter().map(|e| e["seq"].clone()).collect::<Vec<_>>()), Some(vec![4.into()]));
+    let out = s.cli().args(["envoys", "reports", "ghost"]).assert().code(1);
+    assert!(stderr(out.get_output()).contains("ghost"), "{}", stderr(out.get_output()));
+    s.cli().args(["envoys", "reports", "web-1", "--limit", "0"]).assert().code(1);
+
+    // `envoys show` names the repeats of the last report (as loaded at start).
+    let rows = rt.block_on(s.server.store.envoys()).expect("envoys");
+    let row = rows.into_iter().find(|e| e.name == "web-1").expect("web-1 row");
+    s.server.fleet.insert(vigo_server::server::envoy_from_row(row).expect("envoy"));
+    let out = s.cli().args(["envoys", "show", "web-1"]).assert().success().get_output().clone();
+    let expected = "last report (#4, the same outcome again in 1 later run, the newest #5 2026-01-01 00:02:00 UTC):";
+    assert!(stdout(&out).contains(expected), "{}", stdout(&out));
+}

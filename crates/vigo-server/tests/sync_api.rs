@@ -373,4 +373,21 @@ async fn repeated_outcomes_are_counted_not_stored() {
     assert_eq!(detail.report_seq, 6);
     let repeats = detail.repeats.expect("repeats");
     assert_eq!((repeats.count, repeats.last_seq), (1, 7));
+
+    // So does the run history, newest rows first cut, in run order.
+    use vigo_server::rest::envoys::{ListReports, list_reports};
+    let history = |limit| {
+        list_reports(
+            axum::extract::State(w.server.clone()),
+            axum::extract::Path("web-1".into()),
+            axum::extract::Query(ListReports { limit }),
+        )
+    };
+    let axum::Json(entries) = history(Some(2)).await.expect("history");
+    let got: Vec<_> = entries.iter().map(|e| (e.seq, e.repeats.map(|r| (r.count, r.last_seq)))).collect();
+    assert_eq!(got, [(4, Some((1, 5))), (6, Some((1, 7)))]);
+    assert_eq!(entries[0].report["error"], "policy does not validate");
+    let axum::Json(all) = history(None).await.expect("history");
+    assert_eq!(all.len(), 3);
+    assert!(history(Some(0)).await.is_err(), "a limit of 0 is refused");
 }

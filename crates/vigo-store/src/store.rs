@@ -489,24 +489,33 @@ impl Store {
     /// The reports envoy `name` delivered, by sequence number, each with the runs that
     /// repeated its outcome.
     pub async fn reports(&self, name: &str) -> Result<Vec<ReportRow>> {
+        self.recent_reports(name, i64::MAX).await
+    }
+
+    /// The newest `limit` reports of envoy `name`, by sequence number, each with the
+    /// runs that repeated its outcome.
+    pub async fn recent_reports(&self, name: &str, limit: i64) -> Result<Vec<ReportRow>> {
         // One statement, so that the newest row and the envoy's open streak agree.
         const SQL: &str = "SELECT r.envoy, r.seq, r.received_at, r.report_json, r.repeats, r.last_seq, r.last_at, \
             e.report_repeats, e.report_last_seq, e.report_last_at \
-            FROM reports r JOIN envoys e ON e.name = r.envoy WHERE r.envoy = $1 ORDER BY r.seq";
-        let rows: Vec<(ReportRow, Option<Repeats>)> =
-            on_pool!(self, p => columns::all(sqlx::query(SQL).bind(name).fetch_all(p).await, columns::report_and_open))
-                .map_err(on_row(REPORTS, "list", name))?;
-        let newest = rows.len().saturating_sub(1);
-        Ok(rows
+            FROM reports r JOIN envoys e ON e.name = r.envoy WHERE r.envoy = $1 ORDER BY r.seq DESC LIMIT $2";
+        let rows: Vec<(ReportRow, Option<Repeats>)> = on_pool!(self, p => columns::all(
+            sqlx::query(SQL).bind(name).bind(limit.max(0)).fetch_all(p).await,
+            columns::report_and_open
+        ))
+        .map_err(on_row(REPORTS, "list", name))?;
+        let mut reports: Vec<ReportRow> = rows
             .into_iter()
             .enumerate()
             .map(|(i, (mut report, open))| {
-                if i == newest {
+                if i == 0 {
                     report.repeats = open;
                 }
                 report
             })
-            .collect())
+            .collect();
+        reports.reverse();
+        Ok(reports)
     }
 
     /// Deletes at most `limit` reports received and last repeated before `before`, oldest

@@ -1,4 +1,4 @@
-//! `vigocli envoys list|show|revoke`: enrolled agents.
+//! `vigocli envoys list|show|reports|revoke`: enrolled agents.
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -16,6 +16,17 @@ pub enum Command {
     Show {
         /// The envoy's name.
         name: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show one envoy's run history: its newest stored reports, each with the later
+    /// runs that had the same outcome.
+    Reports {
+        /// The envoy's name.
+        name: String,
+        /// How many of the newest reports (1 to 10000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
         #[command(flatten)]
         format: Format,
     },
@@ -60,6 +71,7 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::List(format) => list(client, format).await,
         Command::Show { name, format } => show(client, &name, format).await,
+        Command::Reports { name, limit, format } => reports(client, &name, limit, format).await,
         Command::Revoke { name } => {
             client.ok(Method::POST, &format!("/api/v1/envoys/{}/revoke", segment(&name)), None).await?;
             println!("revoked envoy {name}");
@@ -132,6 +144,65 @@ async fn show(client: &Client, name: &str, format: Format) -> anyhow::Result<u8>
     };
     print_json_block(&title, d.last_report.as_ref())?;
     Ok(0)
+}
+
+/// A stored report as the server lists it.
+#[derive(Deserialize)]
+struct ReportEntry {
+    seq: i64,
+    received_at: i64,
+    report: Value,
+    repeats: Option<Repeated>,
+}
+
+async fn reports(client: &Client, name: &str, limit: u32, format: Format) -> anyhow::Result<u8> {
+    let body = client.get(&format!("/api/v1/envoys/{}/reports?limit={limit}", segment(name))).await?;
+    if format.json {
+        output::json(&body)?;
+        return Ok(0);
+    }
+    let entries: Vec<ReportEntry> = output::decode(body, "report list")?;
+    if entries.is_empty() {
+        println!("{name} has not reported a run yet");
+        return Ok(0);
+    }
+    let rows = entries
+        .into_iter()
+        .map(|e| {
+            let (runs, last) = match &e.repeats {
+                Some(r) => (format!("#{}-#{} ({})", e.seq, r.last_seq, r.count + 1), output::when(r.last_at)),
+                None => (format!("#{}", e.seq), "-".into()),
+            };
+            vec![runs, output::when(e.received_at), last, outcome(&e.report)]
+        })
+        .collect();
+    println!("{}", output::table(&["RUNS", "FIRST", "LAST", "OUTCOME"], rows));
+    Ok(0)
+}
+
+/// One line on what a run did: its error, or its resource counts.
+fn outcome(report: &Value) -> String {
+    if let Some(error) = report["error"].as_str() {
+        let first = error.lines().next().unwrap_or_default();
+        return format!("run failed: {first}");
+    }
+    let count = |key: &str| report["summary"][key].as_u64().unwrap_or(0);
+    let Some(total) = report["summary"]["total"].as_u64() else {
+        return "no summary".into();
+    };
+    let mut parts = vec![format!("{total} resources")];
+    for key in ["changed", "failed", "skipped"] {
+        if count(key) > 0 {
+            parts.push(format!("{} {key}", count(key)));
+        }
+    }
+    if parts.len() == 1 {
+        parts.push("in sync".into());
+    }
+    if report["mode"].as_str() == Some("noop") {
+        parts.push("(no-op)".into());
+    }
+    parts.join(", ")
 }
 
 fn print_json_block(title: &str, value: Option<&Value>) -> anyhow::Result<()> {

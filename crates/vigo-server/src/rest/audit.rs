@@ -87,10 +87,7 @@ pub async fn list_audit(
     State(server): State<Server>,
     Query(query): Query<ListAudit>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid_request(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}")));
-    }
+    let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let rows = server.store.recent_audit_events(i64::from(limit)).await.map_err(OpError::from)?;
     Ok(Json(rows.into_iter().map(AuditEntry::from).collect()))
 }

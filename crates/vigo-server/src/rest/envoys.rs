@@ -1,15 +1,21 @@
-//! Envoys (enrolled agents): list, show one with its traits and last report, revoke.
+//! Envoys (enrolled agents): list, show one with its traits and last report, its run
+//! history, revoke.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use crate::convergence::{ConvergenceState, state_of};
 use crate::fleet::Envoy;
-use crate::server::Server;
+use crate::server::{OpError, Server};
+
+/// Reports listed when the request names no limit.
+pub const DEFAULT_REPORTS: u32 = 50;
+/// Most reports one listing returns.
+pub const MAX_REPORTS: u32 = 10_000;
 
 /// An envoy as listed. Keys stay on the server.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -44,6 +50,40 @@ pub struct EnvoyDetail {
     /// Later runs whose outcome was the same as `last_report`'s (it differed only in
     /// timings); `null` when there were none.
     pub repeats: Option<Repeated>,
+}
+
+/// Which reports to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListReports {
+    /// How many of the newest reports to return (default 50, at most 10000).
+    pub limit: Option<u32>,
+}
+
+/// One stored run report and the runs that repeated its outcome.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReportEntry {
+    /// The agent's sequence number of the run.
+    pub seq: i64,
+    /// Unix seconds.
+    pub received_at: i64,
+    /// The run report as the agent sent it (a report that is not JSON is a string).
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+    /// Later runs with the same outcome (the report but for timings); `null`: none.
+    pub repeats: Option<Repeated>,
+}
+
+impl From<vigo_store::ReportRow> for ReportEntry {
+    fn from(r: vigo_store::ReportRow) -> Self {
+        let report = serde_json::from_str(&r.report_json).unwrap_or(serde_json::Value::String(r.report_json));
+        Self {
+            seq: r.seq,
+            received_at: r.received_at,
+            report,
+            repeats: r.repeats.map(|x| Repeated { count: x.count, last_seq: x.last_seq, last_at: x.last_at }),
+        }
+    }
 }
 
 /// Runs that repeated a report's outcome.
@@ -120,6 +160,32 @@ pub async fn list_envoys(State(server): State<Server>) -> Json<Vec<EnvoySummary>
 )]
 pub async fn show_envoy(State(server): State<Server>, Path(name): Path<String>) -> Result<Json<EnvoyDetail>, ApiError> {
     Ok(Json(EnvoyDetail::of(&server.envoy(&name)?, &server)))
+}
+
+/// An envoy's run history: its newest stored reports, oldest first, each with the
+/// runs that repeated its outcome.
+#[utoipa::path(
+    get,
+    path = "/api/v1/envoys/{name}/reports",
+    tag = "envoys",
+    params(("name" = String, Path, description = "envoy name"), ListReports),
+    responses(
+        (status = 200, description = "the newest reports, in run order", body = Vec<ReportEntry>),
+        (status = 400, description = "limit out of range", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such envoy", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_reports(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    Query(query): Query<ListReports>,
+) -> Result<Json<Vec<ReportEntry>>, ApiError> {
+    let limit = super::limit(query.limit, DEFAULT_REPORTS, MAX_REPORTS)?;
+    server.envoy(&name)?;
+    let rows = server.store.recent_reports(&name, i64::from(limit)).await.map_err(OpError::from)?;
+    Ok(Json(rows.into_iter().map(ReportEntry::from).collect()))
 }
 
 /// Revokes an envoy: its certificate and signatures are refused from now on.

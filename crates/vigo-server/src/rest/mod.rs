@@ -93,6 +93,7 @@ pub fn api(server: Server) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(envoys::list_envoys))
         .routes(routes!(envoys::show_envoy))
+        .routes(routes!(envoys::list_reports))
         .routes(routes!(envoys::revoke_envoy))
         .routes(routes!(publish::publish))
         .routes(routes!(publish::versions))
@@ -160,4 +161,12 @@ async fn ca(State(server): State<Server>) -> Response {
 )]
 async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
+}
+
+/// A listing's `limit` parameter: `default` when absent, refused outside 1..=`max`.
+fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match given.unwrap_or(default) {
+        n @ 1.. if n <= max => Ok(n),
+        n => Err(ApiError::invalid_request(format!("limit must be between 1 and {max}, not {n}"))),
+    }
 }

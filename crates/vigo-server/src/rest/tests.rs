@@ -220,7 +220,11 @@ async fn rest_envoys_empty_list_and_404() {
     let (code, list) = f.admin(Method::GET, "/api/v1/envoys", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(list, json!([]));
-    for (method, uri) in [(Method::GET, "/api/v1/envoys/ghost"), (Method::POST, "/api/v1/envoys/ghost/revoke")] {
+    for (method, uri) in [
+        (Method::GET, "/api/v1/envoys/ghost"),
+        (Method::GET, "/api/v1/envoys/ghost/reports"),
+        (Method::POST, "/api/v1/envoys/ghost/revoke"),
+    ] {
         let (code, body) = f.admin(method, uri, None).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(body["code"], "not_found");
@@ -242,6 +246,7 @@ async fn rest_openapi_lists_every_route() {
         ("/api/v1/tokens/{id}", "delete"),
         ("/api/v1/envoys", "get"),
         ("/api/v1/envoys/{name}", "get"),
+        ("/api/v1/envoys/{name}/reports", "get"),
         ("/api/v1/envoys/{name}/revoke", "post"),
         ("/api/v1/publish", "post"),
         ("/api/v1/versions", "get"),

@@ -548,6 +548,10 @@ pub async fn repeated_outcomes_count_on_their_row(store: Store) {
     assert_eq!(repeats_of(&store, "web-1").await, expected);
     let web1 = row("web-1").await;
     assert_eq!((web1.report_seq, web1.repeats), (6, repeats(1, 7, NOW + 2)));
+    // The newest rows only, still with the open count on the newest.
+    let recent = store.recent_reports("web-1", 2).await.expect("recent");
+    assert_eq!(recent.iter().map(|r| (r.seq, r.repeats)).collect::<Vec<_>>(), expected[1..]);
+    assert!(store.recent_reports("web-1", 0).await.expect("none").is_empty());
 
     // In one batch: a row stored, repeated and closed; and an envoy's streak written
     // twice, out of order, keeps the one furthest along.
