@@ -67,6 +67,7 @@ echo "==> second check-in delivers the report"
 echo
 echo "Done. The server is still running (pid $(cat "$Q/server.pid")). Next:"
 echo "  target/debug/vigocli --server $VIGO_SERVER --ca $VIGO_CA --token-file $VIGO_TOKEN_FILE envoys show $NAME"
+echo "  target/debug/vigocli --server $VIGO_SERVER --ca $VIGO_CA --token-file $VIGO_TOKEN_FILE envoys reports $NAME"
 echo "  target/debug/vigocli --server $VIGO_SERVER --ca $VIGO_CA --token-file $VIGO_TOKEN_FILE status"
 echo "  edit /tmp/vigo-example/service.conf, then: VIGO_ETC_DIR=$VIGO_ETC_DIR VIGO_STATE_DIR=$VIGO_STATE_DIR target/debug/vigo run --once"
 echo "  stop the server: kill \$(cat $Q/server.pid)"
