@@ -96,14 +96,11 @@ async fn count_stored(db: &std::path::Path, sent_by_envoy: &[(String, u64)]) -> 
         let stored = store.reports(envoy).await?;
         let mut seqs: Vec<i64> = Vec::new();
         for r in &stored {
-            seqs.push(r.seq);
-            if let Some(x) = r.repeats {
-                // Every run of a simulated envoy is reported, so repeats leave no gap.
-                if x.count != x.last_seq - r.seq {
-                    anyhow::bail!("{envoy}: row {} counts {} repeats up to run {}", r.seq, x.count, x.last_seq);
-                }
-                seqs.extend(r.seq + 1..=x.last_seq);
-            }
+            // Every run of a simulated envoy is reported, so repeats leave no gap.
+            let Some(runs) = r.runs() else {
+                anyhow::bail!("{envoy}: row {} has repeats {:?} that leave a gap", r.seq, r.repeats);
+            };
+            seqs.extend(runs);
         }
         if !seqs.iter().map(|&s| u64::try_from(s).unwrap_or(0)).eq(1..=*sent) {
             let shown: Vec<i64> = seqs.iter().copied().take(20).collect();

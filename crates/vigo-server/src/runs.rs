@@ -31,8 +31,10 @@ pub fn outcome(json: &str) -> Option<Outcome> {
             }
         }
     }
-    let canonical = serde_json::to_vec(&v).ok()?;
-    Some(Sha256::digest(&canonical).into())
+    // Hashed as it is written out, without an intermediate buffer.
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(&mut hasher, &v).ok()?;
+    Some(hasher.finalize().into())
 }
 
 /// The outcome of a stored report read back from the store, where it is JSON by

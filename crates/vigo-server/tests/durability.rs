@@ -93,11 +93,8 @@ impl World {
             }
             let mut runs = Vec::new();
             for r in &rows {
-                runs.push(r.seq);
-                if let Some(x) = r.repeats {
-                    assert_eq!(x.count, x.last_seq - r.seq, "seq {}: repeats {x:?} leave a gap", r.seq);
-                    runs.extend(r.seq + 1..=x.last_seq);
-                }
+                let covered = r.runs().unwrap_or_else(|| panic!("seq {}: repeats {:?} leave a gap", r.seq, r.repeats));
+                runs.extend(covered);
             }
             runs
         })

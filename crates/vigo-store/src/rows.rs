@@ -112,6 +112,19 @@ pub struct ReportRow {
     pub repeats: Option<Repeats>,
 }
 
+impl ReportRow {
+    /// The sequence numbers of the runs this row stands for: its own and those of its
+    /// repeats, when they followed it without a gap (`None` when some run in between
+    /// was not reported, so the count and the range disagree).
+    pub fn runs(&self) -> Option<std::ops::RangeInclusive<i64>> {
+        match self.repeats {
+            None => Some(self.seq..=self.seq),
+            Some(r) if r.count == r.last_seq - self.seq => Some(self.seq..=r.last_seq),
+            Some(_) => None,
+        }
+    }
+}
+
 /// Runs that repeated a stored report's outcome: their report differed from it only in
 /// timings. Sequence numbers of the runs in between may be missing (a report the
 /// server could not store), so `count` is kept apart from `last_seq`.
@@ -200,5 +213,23 @@ impl WriteOp {
             closes: None,
             open: (newest, None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Repeats, ReportRow};
+
+    #[test]
+    fn a_row_stands_for_its_run_and_its_repeats() {
+        let row =
+            |repeats| ReportRow { envoy: "web-1".into(), seq: 4, received_at: 1, report_json: "{}".into(), repeats };
+        assert_eq!(row(None).runs(), Some(4..=4));
+        assert_eq!(row(Some(Repeats { count: 3, last_seq: 7, last_at: 2 })).runs(), Some(4..=7));
+        assert_eq!(
+            row(Some(Repeats { count: 2, last_seq: 7, last_at: 2 })).runs(),
+            None,
+            "a run in between is missing"
+        );
     }
 }

@@ -77,12 +77,7 @@ pub struct ReportEntry {
 impl From<vigo_store::ReportRow> for ReportEntry {
     fn from(r: vigo_store::ReportRow) -> Self {
         let report = serde_json::from_str(&r.report_json).unwrap_or(serde_json::Value::String(r.report_json));
-        Self {
-            seq: r.seq,
-            received_at: r.received_at,
-            report,
-            repeats: r.repeats.map(|x| Repeated { count: x.count, last_seq: x.last_seq, last_at: x.last_at }),
-        }
+        Self { seq: r.seq, received_at: r.received_at, report, repeats: r.repeats.map(Repeated::from) }
     }
 }
 
@@ -95,6 +90,12 @@ pub struct Repeated {
     pub last_seq: i64,
     /// When the newest one was received, Unix seconds.
     pub last_at: i64,
+}
+
+impl From<vigo_store::Repeats> for Repeated {
+    fn from(r: vigo_store::Repeats) -> Self {
+        Self { count: r.count, last_seq: r.last_seq, last_at: r.last_at }
+    }
 }
 
 impl EnvoySummary {
@@ -125,7 +126,7 @@ impl EnvoyDetail {
             traits: e.traits.as_deref().cloned(),
             last_report,
             report_seq: e.report_seq(),
-            repeats: e.repeats().map(|r| Repeated { count: r.count, last_seq: r.last_seq, last_at: r.last_at }),
+            repeats: e.repeats().map(Repeated::from),
         }
     }
 }
