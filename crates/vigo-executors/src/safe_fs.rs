@@ -41,6 +41,12 @@ pub enum SafeFsError {
     NotUtf8 { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{link}: is a symlink owned by uid {link_uid} in a directory owned by uid {dir_uid} that others can change; refusing to follow it"
+    )]
+    UntrustedLink { link: PathBuf, link_uid: u32, dir_uid: u32 },
+    #[error("{path}: more than {limit} symlinks to follow")]
+    LinkLoop { path: PathBuf, limit: usize },
 }
 
 type Result<T> = std::result::Result<T, SafeFsError>;
@@ -117,10 +123,90 @@ pub fn split(path: &Path) -> Result<(PathBuf, String)> {
     Ok((parent.to_path_buf(), name.to_string()))
 }
 
-/// Opens a directory the administrator controls (symlinks in its path are followed,
-/// as they are part of the system's layout).
+/// Most symlinks [`walk_dir`] follows for one path (as the kernel's `ELOOP` limit).
+pub const MAX_LINKS: usize = 40;
+
+/// Opens the directory at the absolute `path`, with the location it really is.
+///
+/// The one path walker every write by root goes through: the path is opened one
+/// component at a time from `/`, each with `O_NOFOLLOW|O_DIRECTORY` relative to the
+/// handle before it. A symlink on the way is followed only when the directory holding
+/// it is owned by root and writable by nobody else — the system's own layout (such as
+/// `/lib -> usr/lib` or `/etc/alternatives`); only root can have placed such a link.
+/// A link in a directory a user owns or can write (a sticky `/tmp` included) is never
+/// followed: [`SafeFsError::UntrustedLink`] names it and its owner. The path returned
+/// holds no symlink, so guardrails can judge where a write really lands.
+pub fn walk_dir(path: &Path) -> Result<(OwnedFd, PathBuf)> {
+    if !path.is_absolute() {
+        return Err(SafeFsError::BadPath { path: path.to_path_buf() });
+    }
+    let root = || nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
+    let mut fd = root().map_err(sys(path))?;
+    let mut resolved = PathBuf::from("/");
+    // Components still to walk, the next one last.
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    push_components(&mut pending, path);
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        let Some(name) = comp.to_str() else { return Err(SafeFsError::NotUtf8 { path: path.to_path_buf() }) };
+        if name == ".." {
+            // The real parent of a directory that holds no link: never a redirection.
+            fd = openat(&fd, "..", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(sys(&resolved))?;
+            resolved.pop();
+            continue;
+        }
+        let here = resolved.join(name);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match openat(&fd, name, flags, Mode::empty()) {
+            Ok(sub) => {
+                fd = sub;
+                resolved = here;
+            }
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let Some(meta) = stat_at(&fd, name, &here)? else {
+                    return Err(SafeFsError::Sys { path: here, errno: Errno::ENOENT });
+                };
+                if meta.kind != Kind::Symlink {
+                    return Err(SafeFsError::Sys { path: here, errno: Errno::ENOTDIR });
+                }
+                let holder = fstat(&fd).map_err(sys(&resolved))?;
+                if holder.st_uid != 0 || holder.st_mode & 0o022 != 0 {
+                    return Err(SafeFsError::UntrustedLink { link: here, link_uid: meta.uid, dir_uid: holder.st_uid });
+                }
+                hops += 1;
+                if hops > MAX_LINKS {
+                    return Err(SafeFsError::LinkLoop { path: path.to_path_buf(), limit: MAX_LINKS });
+                }
+                let target = PathBuf::from(nix::fcntl::readlinkat(&fd, name).map_err(sys(&here))?);
+                push_components(&mut pending, &target);
+                if target.is_absolute() {
+                    fd = root().map_err(sys(path))?;
+                    resolved = PathBuf::from("/");
+                }
+            }
+            Err(errno) => return Err(SafeFsError::Sys { path: here, errno }),
+        }
+    }
+    Ok((fd, resolved))
+}
+
+/// Pushes the components of `path` onto the stack of names still to walk (first on top).
+fn push_components(pending: &mut Vec<std::ffi::OsString>, path: &Path) {
+    let parts: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    pending.extend(parts.into_iter().rev());
+}
+
+/// Opens the directory at `path` through [`walk_dir`].
 pub fn open_dir(path: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys(path))
+    walk_dir(path).map(|(fd, _)| fd)
 }
 
 /// Opens `name` inside `dir` as a directory, refusing a symlink.

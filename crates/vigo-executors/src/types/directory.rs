@@ -224,7 +224,7 @@ fn plan_present(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError
 fn plan_absent(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError> {
     let path = spec.path.as_path();
     let (parent, name) = safe_fs::split(path)?;
-    let Some(dir) = open_parent_if_exists(&parent)? else { return Ok((Vec::new(), Action::Nothing)) };
+    let Some(dir) = open_parent_if_exists(&parent, path)? else { return Ok((Vec::new(), Action::Nothing)) };
     let Some(current) = safe_fs::stat_at(&dir, &name, path)? else { return Ok((Vec::new(), Action::Nothing)) };
     if current.kind != Kind::Dir {
         let kind = kind_name(current.kind);

@@ -177,7 +177,7 @@ fn plan_absent(spec: &FileSpec) -> Result<Plan, ExecError> {
     let path = spec.target_path.to_path_buf();
     let mut plan = Plan { path, changes: Vec::new(), diff: None, want: WantAttrs::default(), action: Action::Nothing };
     let (parent, name) = safe_fs::split(&plan.path)?;
-    let Some(dir) = open_parent_if_exists(&parent)? else { return Ok(plan) };
+    let Some(dir) = open_parent_if_exists(&parent, &plan.path)? else { return Ok(plan) };
     let from = match safe_fs::stat_at(&dir, &name, &plan.path)? {
         None => return Ok(plan),
         Some(Meta { kind: Kind::Dir, .. }) => {
@@ -285,59 +285,48 @@ fn content_change(
     Ok(Some((change, textfile::diff(path, &old_text, new))))
 }
 
-/// Most symlinks followed in a chain before giving up (as the kernel's `ELOOP`).
-const MAX_LINKS: usize = 40;
-
 /// The path a chain of symlinks at `path` ends at; the end itself may not exist yet.
+/// Each link is followed under the walker's rule ([`safe_fs::walk_dir`]): only when the
+/// directory holding it is root's and writable by nobody else.
 fn follow_links(path: &Path) -> Result<PathBuf, ExecError> {
     let mut current = path.to_path_buf();
-    for _ in 0..MAX_LINKS {
-        match std::fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = std::fs::read_link(&current).map_err(|e| ExecError::io(current.display(), e))?;
-                let joined = current.parent().unwrap_or_else(|| Path::new("/")).join(target);
-                current = normalize(&joined)?;
+    for _ in 0..safe_fs::MAX_LINKS {
+        let (parent, name) = split_followed(&current)?;
+        let (dir, resolved) = match safe_fs::walk_dir(&parent) {
+            Ok(found) => found,
+            // A missing directory is reported by the plan that opens it.
+            Err(SafeFsError::Sys { errno: Errno::ENOENT | Errno::ENOTDIR, .. }) => return Ok(current),
+            Err(e) => return Err(e.into()),
+        };
+        let here = resolved.join(&name);
+        match safe_fs::stat_at(&dir, &name, &here)? {
+            Some(meta) if meta.kind == Kind::Symlink => {
+                let holder = safe_fs::meta_of(&dir, &resolved)?;
+                if holder.uid != 0 || holder.mode & 0o022 != 0 {
+                    return Err(SafeFsError::UntrustedLink { link: here, link_uid: meta.uid, dir_uid: holder.uid }.into());
+                }
+                let target = safe_fs::read_link_at(&dir, &name, &here)?.unwrap_or_default();
+                current = resolved.join(target);
             }
-            _ => return Ok(current),
+            _ => return Ok(here),
         }
     }
-    Err(ExecError::failed(format!("{}: more than {MAX_LINKS} symlinks to follow", path.display())))
+    Err(ExecError::failed(format!("{}: more than {} symlinks to follow", path.display(), safe_fs::MAX_LINKS)))
 }
 
-/// An absolute path without `.`/`..`, with its parent's symlinks resolved.
-fn normalize(path: &Path) -> Result<PathBuf, ExecError> {
-    let canonical = |p: &Path| {
-        std::fs::canonicalize(p).map_err(|e| ExecError::failed(format!("{}: cannot follow symlink: {e}", p.display())))
-    };
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => Ok(canonical(parent)?.join(name)),
-        _ => canonical(path),
-    }
-}
-
-/// Opens the directory that holds `path`; a missing one is an error naming it.
-pub(crate) fn open_parent(parent: &Path, path: &Path) -> Result<OwnedFd, ExecError> {
-    match safe_fs::open_dir(parent) {
-        Ok(dir) => Ok(dir),
-        Err(SafeFsError::Sys { errno: Errno::ENOENT, .. }) => {
-            Err(ExecError::failed(format!("{}: parent directory {} does not exist", path.display(), parent.display())))
+/// Splits a path reached by following a link (its parent may hold `..`) into parent and name.
+fn split_followed(path: &Path) -> Result<(PathBuf, String), ExecError> {
+    let bad = || ExecError::failed(format!("{}: a followed symlink does not end at a file name", path.display()));
+    match path.components().next_back() {
+        Some(Component::Normal(name)) => {
+            let name = name.to_str().ok_or_else(bad)?.to_string();
+            Ok((path.parent().ok_or_else(bad)?.to_path_buf(), name))
         }
-        Err(SafeFsError::Sys { errno: Errno::ENOTDIR, .. }) => {
-            Err(ExecError::failed(format!("{}: {} is not a directory", path.display(), parent.display())))
-        }
-        Err(e) => Err(e.into()),
+        _ => Err(bad()),
     }
 }
 
-/// Opens the directory that holds a path to remove; `None` when it does not exist
-/// (then nothing below it exists either).
-pub(crate) fn open_parent_if_exists(parent: &Path) -> Result<Option<OwnedFd>, ExecError> {
-    match safe_fs::open_dir(parent) {
-        Ok(dir) => Ok(Some(dir)),
-        Err(SafeFsError::Sys { errno: Errno::ENOENT | Errno::ENOTDIR, .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
+pub(crate) use crate::textfile::{open_parent, open_parent_if_exists};
 
 /// `present` or `absent`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]

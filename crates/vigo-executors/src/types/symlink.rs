@@ -179,7 +179,7 @@ fn plan_present(spec: &SymlinkSpec) -> Result<(Vec<Change>, Action), ExecError> 
 fn plan_absent(spec: &SymlinkSpec) -> Result<(Vec<Change>, Action), ExecError> {
     let path = spec.path.as_path();
     let (parent, name) = safe_fs::split(path)?;
-    let Some(dir) = open_parent_if_exists(&parent)? else { return Ok((Vec::new(), Action::Nothing)) };
+    let Some(dir) = open_parent_if_exists(&parent, path)? else { return Ok((Vec::new(), Action::Nothing)) };
     let from = match safe_fs::stat_at(&dir, &name, path)? {
         None => return Ok((Vec::new(), Action::Nothing)),
         Some(Meta { kind: Kind::Symlink, .. }) => "present",
