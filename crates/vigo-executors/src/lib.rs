@@ -9,6 +9,8 @@ pub mod accounts;
 #[cfg(test)]
 pub mod conformance;
 pub mod executor;
+#[cfg(test)]
+mod hostile_paths;
 pub mod registry;
 pub mod safe_fs;
 pub mod textfile;

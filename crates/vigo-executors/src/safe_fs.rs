@@ -151,8 +151,13 @@ pub fn walk_dir(path: &Path) -> Result<(OwnedFd, PathBuf)> {
         let Some(name) = comp.to_str() else { return Err(SafeFsError::NotUtf8 { path: path.to_path_buf() }) };
         if name == ".." {
             // The real parent of a directory that holds no link: never a redirection.
-            fd = openat(&fd, "..", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(sys(&resolved))?;
+            fd = openat(
+                &fd,
+                "..",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(sys(&resolved))?;
             resolved.pop();
             continue;
         }

@@ -74,9 +74,9 @@ impl Opened {
     }
 
     fn dir(&self, path: &Path) -> Result<&OwnedFd, ExecError> {
-        self.dir.as_ref().ok_or_else(|| {
-            ExecError::failed(format!("{}: parent directory does not exist", path.display()))
-        })
+        self.dir
+            .as_ref()
+            .ok_or_else(|| ExecError::failed(format!("{}: parent directory does not exist", path.display())))
     }
 
     /// Writes `content` atomically in the opened directory, keeping an existing file's

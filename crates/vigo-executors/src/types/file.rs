@@ -303,7 +303,9 @@ fn follow_links(path: &Path) -> Result<PathBuf, ExecError> {
             Some(meta) if meta.kind == Kind::Symlink => {
                 let holder = safe_fs::meta_of(&dir, &resolved)?;
                 if holder.uid != 0 || holder.mode & 0o022 != 0 {
-                    return Err(SafeFsError::UntrustedLink { link: here, link_uid: meta.uid, dir_uid: holder.uid }.into());
+                    return Err(
+                        SafeFsError::UntrustedLink { link: here, link_uid: meta.uid, dir_uid: holder.uid }.into()
+                    );
                 }
                 let target = safe_fs::read_link_at(&dir, &name, &here)?.unwrap_or_default();
                 current = resolved.join(target);
