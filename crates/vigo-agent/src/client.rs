@@ -103,6 +103,6 @@ impl Credentials {
     /// The TLS client config towards the server: trusts only the fleet CA, presents
     /// the envoy certificate.
     pub fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
-        Ok(vigo_pki::client_config(&self.ca, Some((&self.cert, &self.key)))?)
+        Ok(vigo_pki::server_client_config(&self.ca, Some((&self.cert, &self.key)))?)
     }
 }

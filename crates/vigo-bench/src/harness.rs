@@ -110,7 +110,7 @@ impl Server {
         let read = |p: PathBuf| std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()));
         let ca_pem = read(state.join("ca").join(vigo_pki::ca::CA_CERT_FILE))?;
         let admin_token = read(state.join("admin.token"))?.trim().to_string();
-        let tls = vigo_pki::client_config(&ca_pem, None).context("the fleet CA is not usable")?;
+        let tls = vigo_pki::server_client_config(&ca_pem, None).context("the fleet CA is not usable")?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(60))
@@ -295,7 +295,7 @@ fn load_envoy(paths: &AgentPaths, name: &str) -> anyhow::Result<Envoy> {
     let read = |p: PathBuf| std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()));
     let (ca, cert) = (read(paths.ca())?, read(paths.tls_cert())?);
     let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key())?.private_key_pem();
-    let tls = vigo_pki::client_config(&ca, Some((&cert, &key)))?;
+    let tls = vigo_pki::server_client_config(&ca, Some((&cert, &key)))?;
     let signing = SigningKey::load(&paths.signing_key())?;
     let bundle_key = PublicKey::from_b64(read(paths.bundle_pub())?.trim())?;
     Ok(Envoy { name: name.to_string(), tls, signing, bundle_key })

@@ -26,7 +26,7 @@ pub struct Reply {
 
 impl Client {
     pub fn new(creds: Credentials) -> anyhow::Result<Self> {
-        let tls = vigo_pki::client_config(&creds.ca_pem, None)
+        let tls = vigo_pki::server_client_config(&creds.ca_pem, None)
             .with_context(|| format!("the CA certificate from {} is not usable", creds.ca_source))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -93,6 +93,12 @@ impl Client {
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
         let server = &self.creds.server;
         let detail = root_cause(e);
+        if let Some(tls) = tls_cause(e).filter(|tls| vigo_pki::is_not_the_server(tls)) {
+            return anyhow::anyhow!(
+                "TLS with {server} failed: {tls}; the peer holds a certificate of the fleet CA but is not the \
+                 fleet server (an envoy answering under the server's address?); nothing was sent to it"
+            );
+        }
         if let Some(tls) = tls_cause(e) {
             return anyhow::anyhow!(
                 "TLS with {server} failed: {tls}; is the CA from {} the fleet CA of this server? \

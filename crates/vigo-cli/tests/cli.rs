@@ -468,3 +468,68 @@ fn envoys_reports_show_the_run_history() {
     let expected = "last report (#4, the same outcome again in 1 later run, the newest #5 2026-01-01 00:02:00 UTC):";
     assert!(stdout(&out).contains(expected), "{}", stdout(&out));
 }
+
+/// An envoy serving its own certificate (valid under the fleet CA, even carrying the
+/// name the admin connects to) does not pass for the server: `vigocli` stops at the
+/// handshake, and the admin token never reaches the impostor.
+#[test]
+fn an_envoy_certificate_never_receives_the_admin_token() {
+    use std::io::Read as _;
+    use std::sync::Arc;
+
+    let s = TestServer::start();
+    let ca = vigo_pki::FleetCa::load(&s.path("state/ca")).expect("fleet CA");
+    let key = vigo_pki::EnvoyTlsKey::generate().expect("key");
+    let cert = ca.sign_envoy_csr(&key.csr("localhost").expect("csr"), "localhost", 30).expect("envoy cert");
+    let config =
+        vigo_pki::server_config(ca.cert_pem(), &cert, &key.private_key_pem(), vigo_pki::RevocationList::new(), true)
+            .expect("impostor config");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // The impostor: accepts TLS with the envoy's certificate and records every
+    // plaintext byte a client sends it.
+    let impostor = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let Ok((tcp, _)) = listener.accept() else { break };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let conn = rustls::ServerConnection::new(config.clone()).expect("connection");
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = tls.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+        seen
+    });
+
+    // The setup is a working impostor: a client that checks only the chain and the
+    // name completes the handshake and sends its request.
+    let plain = Arc::new(vigo_pki::client_config(ca.cert_pem(), None).expect("plain client"));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut conn = rustls::ClientConnection::new(plain, name).expect("client");
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    std::io::Write::write_all(&mut tls, b"GET / HTTP/1.1\r\nauthorization: Bearer plain-client\r\n\r\n")
+        .expect("a name-and-chain client talks to the impostor");
+    drop(tls);
+
+    let out = s
+        .cli_with(&format!("https://localhost:{port}"), &s.path("ca.pem"), &s.path("admin.token"))
+        .arg("status")
+        .assert()
+        .code(1);
+    let err = stderr(out.get_output());
+    assert!(err.contains("not the fleet server"), "{err}");
+    let seen = String::from_utf8_lossy(&impostor.join().expect("impostor")).into_owned();
+    assert!(seen.contains("Bearer plain-client"), "the control request did not arrive: {seen:?}");
+    let token = std::fs::read_to_string(s.path("admin.token")).expect("token");
+    assert!(!seen.contains(token.trim()) && seen.matches("authorization").count() == 1, "{seen:?}");
+}

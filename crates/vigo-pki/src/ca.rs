@@ -130,6 +130,14 @@ impl FleetCa {
     }
 
     /// The CA certificate in PEM, as handed to agents and TLS configs.
+    pub(crate) fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
@@ -141,14 +149,20 @@ impl FleetCa {
     }
 
     /// Issues a server certificate for `names` (DNS names and IP addresses),
-    /// returning `(cert_pem, key_pem)`. The first name becomes the CN.
+    /// returning `(cert_pem, key_pem)`. The first name becomes the CN. Its extended
+    /// key usage is serverAuth plus the fleet server purpose
+    /// ([`crate::fleet_server`]), which only this certificate carries.
     pub fn issue_server_cert(&self, names: &[String]) -> Result<(String, String), CaError> {
         let first = names.first().ok_or(CaError::NoNames)?;
         let sans = names.iter().map(|name| server_san(name)).collect::<Result<Vec<_>, _>>()?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::KeyGeneration)?;
         let mut params = leaf_params(first, SERVER_CERT_VALIDITY_DAYS);
         params.subject_alt_names = sans;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // serverAuth and the fleet server purpose, which no envoy certificate carries.
+        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &crate::fleet_server::EXT_KEY_USAGE_OID,
+            crate::fleet_server::server_ext_key_usage(),
+        )];
         let cert =
             params.signed_by(&key, &self.issuer).map_err(|source| CaError::Issue { subject: first.clone(), source })?;
         Ok((cert.pem(), key.serialize_pem()))

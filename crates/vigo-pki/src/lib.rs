@@ -10,7 +10,9 @@
 //! - [`bundle`]: policy bundle signatures made with the server's ED25519 key;
 //! - [`seal`]: secrets sealed (age, X25519) to the key an envoy registered at enrollment;
 //! - [`tls`]: rustls configurations for mutual TLS under the fleet CA, with
-//!   revocation that takes effect at the next handshake.
+//!   revocation that takes effect at the next handshake;
+//! - [`fleet_server`]: the mark only the server's certificate carries, checked by
+//!   every client of the server, and the CA's endorsement of the bundle key.
 //!
 //! This crate only reads and writes the files it is given; it never touches the
 //! rest of the host. The only cryptographic provider is `ring`.
@@ -21,6 +23,7 @@ pub mod bundle;
 pub mod ca;
 pub mod envoy;
 mod files;
+pub mod fleet_server;
 pub mod pinned;
 pub mod seal;
 pub mod signing;
@@ -31,6 +34,10 @@ pub use bundle::{BundleError, ORDER_CONTEXT, sign_bundle, sign_detached, verify_
 pub use ca::{CaError, FleetCa};
 pub use envoy::{EnvoyError, EnvoyTlsKey};
 pub use files::FileError;
+pub use fleet_server::{
+    EndorsementError, cert_names, is_fleet_server_cert, is_fleet_server_pem, is_not_the_server, server_client_config,
+    verify_bundle_key_endorsement,
+};
 pub use seal::{AgeIdentity, SealError};
 pub use signing::{
     PendingRequest, PublicKey, Refusal, RequestSignature, SigningError, SigningKey, Verifier, check_signatures,

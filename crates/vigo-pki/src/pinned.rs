@@ -4,7 +4,8 @@
 //! The server sends its certificate chain with the fleet CA in it. The chain is
 //! accepted only if one of its certificates has the pinned fingerprint; the
 //! server certificate is then verified against that certificate as the sole
-//! root, exactly as a normal connection would verify it. The matching CA is
+//! root, exactly as a normal connection to the server would verify it (fleet
+//! server purpose included). The matching CA is
 //! kept so the agent can store it for every later connection.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -67,7 +68,13 @@ impl ServerCertVerifier for PinnedCa {
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let others: Vec<CertificateDer<'_>> = intermediates.iter().filter(|c| *c != pinned).cloned().collect();
-        let verified = inner.verify_server_cert(end_entity, &others, server_name, ocsp_response, now)?;
+        let verified = crate::fleet_server::FleetServerVerifier::new(inner).verify_server_cert(
+            end_entity,
+            &others,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         *self.found.lock().unwrap_or_else(PoisonError::into_inner) = Some(pinned.clone().into_owned());
         Ok(verified)
     }

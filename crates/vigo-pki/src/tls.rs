@@ -284,6 +284,11 @@ pub fn server_config(
     Ok(config)
 }
 
+/// The ALPN protocols every config offers.
+pub(crate) fn alpn() -> Vec<Vec<u8>> {
+    ALPN.iter().map(|p| p.to_vec()).collect()
+}
+
 /// Client config trusting only the fleet CA, presenting `identity`
 /// (`(cert_pem, key_pem)`) when given.
 pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<ClientConfig, TlsError> {
@@ -316,7 +321,7 @@ pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Option<String> {
     })
 }
 
-fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsError> {
+pub(crate) fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in parse_certs(ca_pem, "fleet CA certificate")? {
         roots.add(cert).map_err(TlsError::TrustAnchor)?;
@@ -324,7 +329,7 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem { what, detail: e.to_string() })?;
@@ -334,7 +339,7 @@ fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn parse_key(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn parse_key(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Key { what, detail: e.to_string() })
 }
 

@@ -189,3 +189,46 @@ async fn revocation_cuts_an_envoy_off_at_the_next_handshake() {
     assert_eq!(db_after.identity.as_deref(), Some("db-01"));
     assert!(!db_after.resumed, "revocation flushed db-01's cached session too");
 }
+
+/// Clients of the fleet server accept the server's certificate and refuse an
+/// envoy's, even one named like the server: an envoy serving its own certificate
+/// (the swarm port does) cannot pass for the server. Pinned-fingerprint
+/// enrollment refuses it too.
+#[tokio::test]
+async fn only_the_server_certificate_passes_for_the_server() {
+    let fleet = Fleet::new();
+    let envoy = fleet.envoy("web-1");
+    let to_server = |identity: Option<&(String, String)>| {
+        let identity = identity.map(|(c, k)| (c.as_str(), k.as_str()));
+        Arc::new(vigo_pki::server_client_config(fleet.ca.cert_pem(), identity).expect("client config"))
+    };
+    connect(fleet.server(&RevocationList::new(), false), to_server(Some(&envoy))).await.expect("the real server");
+    // As `vigosrv` does, both present their chain with the CA in it.
+    let with_ca = |cert: &str| format!("{}\n{}", cert.trim_end(), fleet.ca.cert_pem());
+    let real = server_config(
+        fleet.ca.cert_pem(),
+        &with_ca(&fleet.server_cert),
+        &fleet.server_key,
+        RevocationList::new(),
+        true,
+    )
+    .expect("server config");
+    let pin = vigo_pki::pinned::PinnedCa::new(&fleet.ca.fingerprint());
+    connect(Arc::new(real), Arc::new(pin.client_config().expect("pinned"))).await.expect("the real server, pinned");
+
+    // The impostor: the envoy's own certificate, issued for "localhost", presented
+    // as a TLS server certificate. A client checking only chain and name accepts it.
+    let impostor_cert = fleet.envoy("localhost");
+    let impostor = Arc::new(
+        server_config(fleet.ca.cert_pem(), &with_ca(&impostor_cert.0), &impostor_cert.1, RevocationList::new(), true)
+            .expect("impostor config"),
+    );
+    connect(impostor.clone(), fleet.client(None)).await.expect("the impostor fools a chain-and-name client");
+    let refused = connect(impostor.clone(), to_server(Some(&envoy))).await.expect_err("impostor accepted");
+    let why = refused.client.expect("the client refused");
+    assert!(why.contains("not the fleet server"), "{why}");
+    let pin = vigo_pki::pinned::PinnedCa::new(&fleet.ca.fingerprint());
+    let refused = connect(impostor, Arc::new(pin.client_config().expect("pinned"))).await.expect_err("pinned");
+    assert!(refused.client.is_some_and(|w| w.contains("not the fleet server")));
+    assert_eq!(pin.ca_pem(), None, "nothing is kept from a refused handshake");
+}

@@ -68,6 +68,12 @@ impl Agent for AgentService {
         if !valid_hostname(&host) {
             return Err(refuse(&peer, &host, "invalid hostname", Status::invalid_argument("invalid hostname")));
         }
+        // An envoy certificate under one of the server's own names would let that
+        // envoy pass for the server wherever a client checks only the name.
+        if self.server.server_names.iter().any(|n| *n == host) {
+            let why = format!("`{host}` is a name of the server itself; enroll under another name");
+            return Err(refuse(&peer, &host, "server's own name", Status::permission_denied(why)));
+        }
         let Some(id) = vigo_pki::token::token_id(&r.token) else {
             return Err(refuse(&peer, &host, "malformed token", Status::unauthenticated("invalid enrollment token")));
         };
@@ -191,6 +197,7 @@ impl Agent for AgentService {
             certificate_pem: cert,
             ca_pem: self.server.ca.cert_pem().to_string(),
             bundle_public_key: self.server.bundle_key.public_key().as_bytes().to_vec(),
+            bundle_key_endorsement: self.server.bundle_key_endorsement.clone(),
             interval_secs: self.server.settings.interval_secs,
         }))
     }

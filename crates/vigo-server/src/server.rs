@@ -90,6 +90,10 @@ pub struct Inner {
     pub revoked: RevocationList,
     pub bundle_key: Arc<SigningKey>,
     pub ca: vigo_pki::FleetCa,
+    /// The fleet CA's endorsement of `bundle_key`, handed to enrolling agents.
+    pub bundle_key_endorsement: Vec<u8>,
+    /// Every name the server certificate answers to; no envoy may enroll as one.
+    pub server_names: Vec<String>,
     pub writer: Writer,
     pub audit: crate::audit::AuditLog,
     /// Resolves `secret:` references at publish (and when the policy is rebuilt).
@@ -122,6 +126,8 @@ impl Server {
     ) -> anyhow::Result<(Self, crate::writer::WriterHandle)> {
         let ca = vigo_pki::FleetCa::load(&state.ca_dir())?;
         let bundle_key = Arc::new(SigningKey::load(&state.bundle_key())?);
+        let bundle_key_endorsement = ca.endorse_bundle_key(&bundle_key.public_key())?;
+        let server_names = crate::state_dir::check_server_cert(&state)?;
         let fleet = FleetIndex::default();
         let revoked = RevocationList::new();
         for row in store.envoys().await? {
@@ -138,7 +144,7 @@ impl Server {
         let admin_hashes = store.admin_tokens().await?.into_iter().map(|t| t.sha256).collect();
         let vigosync = restore_vigosync(&store, &fleet, bundle_key.clone()).await?;
         let (writer, handle) = Writer::start(store.clone());
-        let audit = crate::audit::AuditLog::open(&store).await?;
+        let audit = crate::audit::AuditLog::open(&store, state.audit_signer()?).await?;
         let inner = Inner {
             state,
             config_dir,
@@ -150,6 +156,8 @@ impl Server {
             revoked,
             bundle_key,
             ca,
+            bundle_key_endorsement,
+            server_names,
             writer,
             audit,
             secrets,

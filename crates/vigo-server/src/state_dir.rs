@@ -30,6 +30,24 @@ impl StateDir {
     pub fn bundle_key(&self) -> PathBuf {
         self.root.join("bundle.key")
     }
+    /// The key that signs the audit chain; never in the database.
+    pub fn audit_key(&self) -> PathBuf {
+        self.root.join("audit.key")
+    }
+    /// The newest signed link of the audit chain.
+    pub fn audit_head(&self) -> PathBuf {
+        self.root.join("audit.head")
+    }
+    /// The audit key with its head file.
+    pub fn audit_signer(&self) -> anyhow::Result<crate::audit::AuditKey> {
+        use anyhow::Context as _;
+        crate::audit::AuditKey::load(&self.audit_key(), &self.audit_head()).with_context(|| {
+            format!(
+                "{}: cannot load the audit key (`vigosrv init` creates what is missing)",
+                self.audit_key().display()
+            )
+        })
+    }
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin.token")
     }
@@ -87,7 +105,13 @@ pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> 
         created.push("fleet CA".to_string());
         ca
     };
-    if !dir.server_cert().exists() || !dir.server_key().exists() {
+    // A server certificate without the fleet server purpose (issued before it
+    // existed) is issued anew: clients accept only a certificate that carries it.
+    let unmarked = std::fs::read_to_string(dir.server_cert())
+        .ok()
+        .and_then(|pem| vigo_pki::tls::pem_fingerprint(&pem).ok().map(|_| pem))
+        .is_some_and(|pem| !vigo_pki::is_fleet_server_pem(&pem));
+    if unmarked || !dir.server_cert().exists() || !dir.server_key().exists() {
         let mut all = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
         if let Ok(h) = nix::unistd::gethostname() {
             all.push(h.to_string_lossy().to_string());
@@ -103,6 +127,10 @@ pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> 
         SigningKey::generate().save(&dir.bundle_key())?;
         created.push("bundle signing key".to_string());
     }
+    if !dir.audit_key().exists() {
+        SigningKey::generate().save(&dir.audit_key())?;
+        created.push("audit signing key".to_string());
+    }
     if !dir.secrets_dir().exists() {
         std::fs::create_dir(dir.secrets_dir())
             .with_context(|| format!("{}: cannot create", dir.secrets_dir().display()))?;
@@ -114,13 +142,34 @@ pub async fn init(dir: &StateDir, names: &[String], store_url: Option<&str>) -> 
     let mut admin_token = None;
     if store.admin_tokens().await?.is_empty() {
         let (id, token) = new_admin_token();
-        store.insert_admin_token(&id, &admin_token_hash(&token), crate::now()).await?;
-        crate::audit::record(&store, crate::audit::SYSTEM, "admin_token.create", &id, &serde_json::json!({})).await?;
+        // The file is on disk (and its directory entry durable) before the database
+        // knows the token: a crash in between leaves an unknown token in the file, and
+        // the next `init` finds no token in the database and writes a new one. The other
+        // order could leave a valid hash with no file, and no way back in.
         write_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
+        store.insert_admin_token(&id, &admin_token_hash(&token), crate::now()).await?;
+        let signer = dir.audit_signer()?;
+        crate::audit::record(&store, &signer, crate::audit::SYSTEM, "admin_token.create", &id, &serde_json::json!({}))
+            .await?;
         created.push(format!("admin token ({})", dir.admin_token().display()));
         admin_token = Some(token);
     }
     Ok(InitOutcome { ca_fingerprint: ca.fingerprint(), admin_token, created })
+}
+
+/// Checks the server certificate before serving: it must carry the fleet server
+/// purpose (else no client accepts it). Returns every name it answers to.
+pub fn check_server_cert(dir: &StateDir) -> anyhow::Result<Vec<String>> {
+    let path = dir.server_cert();
+    let pem = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if !vigo_pki::is_fleet_server_pem(&pem) {
+        anyhow::bail!(
+            "{}: the server certificate lacks the fleet server purpose that clients require; \
+             run `vigosrv init` to issue it anew",
+            path.display()
+        );
+    }
+    vigo_pki::cert_names(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn restrict(dir: &Path) -> anyhow::Result<()> {
@@ -129,7 +178,8 @@ fn restrict(dir: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: cannot restrict permissions: {e}", dir.display()))
 }
 
-/// Writes a file only root may read, atomically.
+/// Writes a file only root may read, atomically and durably (the file and its
+/// directory entry are synced before this returns).
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -141,5 +191,53 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .open(&tmp)
         .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("{}: {e}", path.display());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| anyhow::anyhow!("{}: cannot sync directory: {e}", parent.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If `admin.token` cannot be written, `init` fails with nothing committed, so a
+    /// later `init` still creates the first token: the admin is never locked out.
+    #[tokio::test]
+    async fn failed_token_write_commits_no_token_and_a_rerun_creates_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path().join("state"));
+        std::fs::create_dir_all(&state.root).expect("state dir");
+        // A directory where the token file belongs: the rename over it fails.
+        std::fs::create_dir(state.admin_token()).expect("obstacle");
+        std::fs::write(state.admin_token().join("keep"), b"x").expect("obstacle content");
+
+        let err = init(&state, &[], None).await.expect_err("token write must fail");
+        assert!(err.to_string().contains("admin.token"), "{err:#}");
+        let store = vigo_store::Store::open(&state.sqlite_url()).await.expect("store");
+        assert!(store.admin_tokens().await.expect("tokens").is_empty(), "a token hash without its file");
+        let leftovers: Vec<_> = std::fs::read_dir(&state.root)
+            .expect("read state dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
+
+        std::fs::remove_dir_all(state.admin_token()).expect("clear obstacle");
+        let outcome = init(&state, &[], None).await.expect("second init");
+        let token = outcome.admin_token.expect("a token on the rerun");
+        let on_disk = std::fs::read_to_string(state.admin_token()).expect("token file");
+        assert_eq!(on_disk.trim(), token);
+        let rows = store.admin_tokens().await.expect("tokens");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].sha256, admin_token_hash(&token));
+    }
 }

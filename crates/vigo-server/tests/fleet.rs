@@ -39,6 +39,22 @@ fn enrollment_honours_globs_single_use_and_expiry() {
     let envoys: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "list", "--json"])).expect("json");
     let names: Vec<&str> = envoys.as_array().expect("list").iter().filter_map(|e| e["name"].as_str()).collect();
     assert_eq!(names, ["web-1", "web-2"]);
+    // No envoy enrolls under a name the server's certificate carries: its certificate
+    // would then pass for the server's wherever only the name is checked.
+    let any = w.token("*", None);
+    let ip = w.server.ip().to_string();
+    for name in ["localhost", ip.as_str()] {
+        let out = db1
+            .run(
+                bin("vigo"),
+                ["enroll", "--server", &ip, "--token", &any, "--ca-fingerprint", &w.fingerprint, "--name", name],
+            )
+            .expect("run vigo enroll");
+        assert!(!out.status.success(), "enrolled as the server's name {name}");
+        assert!(stderr(&out).contains("is a name of the server itself"), "{name}: {}", stderr(&out));
+    }
+    let envoys: serde_json::Value = serde_json::from_str(&w.cli_ok(&["envoys", "list", "--json"])).expect("json");
+    assert_eq!(envoys.as_array().map(Vec::len), Some(2), "{envoys}");
     let log = w.server_log();
     assert!(log.contains("token already used") && log.contains("token expired"), "refusals are logged:\n{log}");
 }

@@ -61,6 +61,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0008_report_repeats.sql"),
         include_str!("../migrations/postgres/0008_report_repeats.sql"),
     ),
+    (
+        9,
+        "audit_signatures",
+        include_str!("../migrations/sqlite/0009_audit_signatures.sql"),
+        include_str!("../migrations/postgres/0009_audit_signatures.sql"),
+    ),
 ];
 
 /// The migrator for one dialect.

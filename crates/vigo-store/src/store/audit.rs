@@ -39,8 +39,11 @@ pub struct AuditRow {
     pub detail: String,
     /// `hash` of the event before, [`GENESIS_HASH`] for the first.
     pub prev_hash: String,
-    /// Lowercase hex SHA-256 over every other field.
+    /// Lowercase hex SHA-256 over every other field but `signature`.
     pub hash: String,
+    /// The server's signature of `hash` (base64), empty on rows written before
+    /// events were signed.
+    pub signature: String,
 }
 
 fn audit_row(row: &impl Columns) -> Result<AuditRow, sqlx::Error> {
@@ -53,21 +56,24 @@ fn audit_row(row: &impl Columns) -> Result<AuditRow, sqlx::Error> {
         detail: row.text("detail")?,
         prev_hash: row.text("prev_hash")?,
         hash: row.text("hash")?,
+        signature: row.text("signature")?,
     })
 }
 
 impl Store {
     /// Appends `event` after the last stored one and returns the stored row. `seal`
-    /// receives the row with everything but `hash` filled in and returns its hash.
+    /// receives the row with everything but `hash` and `signature` filled in and
+    /// fills those two.
     ///
     /// The last row is read and the new one inserted in one write transaction that
     /// holds the database's (SQLite) or the table's (PostgreSQL) write lock from the
     /// start, so two appenders, even in two processes, can never both extend the same
     /// link; the primary key on `seq` is the last line of defence against a fork.
-    pub async fn append_audit(&self, event: &AuditEvent, seal: impl FnOnce(&AuditRow) -> String) -> Result<AuditRow> {
+    pub async fn append_audit(&self, event: &AuditEvent, seal: impl FnOnce(&mut AuditRow)) -> Result<AuditRow> {
         const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
-        const INSERT: &str = "INSERT INTO audit_events (seq, at, actor, action, subject, detail, prev_hash, hash) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        const INSERT: &str = "INSERT INTO audit_events \
+            (seq, at, actor, action, subject, detail, prev_hash, hash, signature) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         // A deferred SQLite transaction that reads first cannot upgrade to a writer once
         // another connection (the check-in writer) has committed; IMMEDIATE takes the
         // write lock up front, waiting out the busy timeout instead of failing.
@@ -84,6 +90,7 @@ impl Store {
             detail: event.detail.clone(),
             prev_hash: String::new(),
             hash: String::new(),
+            signature: String::new(),
         };
         on_pool!(self, p => async {
             let mut tx = p.begin_with(begin).await.map_err(on_table(AUDIT, "begin append to"))?;
@@ -99,7 +106,7 @@ impl Store {
                 Some((seq, hash)) => (seq + 1, hash),
                 None => (1, GENESIS_HASH.to_owned()),
             };
-            row.hash = seal(&row);
+            seal(&mut row);
             let key = row.seq.to_string();
             sqlx::query(INSERT)
                 .bind(row.seq)
@@ -110,6 +117,7 @@ impl Store {
                 .bind(&row.detail)
                 .bind(&row.prev_hash)
                 .bind(&row.hash)
+                .bind(&row.signature)
                 .execute(&mut *tx)
                 .await
                 .map_err(on_row(AUDIT, "insert", &key))?;
@@ -119,9 +127,19 @@ impl Store {
         Ok(row)
     }
 
+    /// Stores the signature of an event written unsigned; a row that already has one
+    /// keeps it. Returns whether the row was signed by this call.
+    pub async fn sign_audit_event(&self, seq: i64, hash: &str, signature: &str) -> Result<bool> {
+        const SQL: &str = "UPDATE audit_events SET signature = $1 WHERE seq = $2 AND hash = $3 AND signature = ''";
+        let key = seq.to_string();
+        let done = on_pool!(self, p => sqlx::query(SQL).bind(signature).bind(seq).bind(hash).execute(p).await.map(|d| d.rows_affected()))
+            .map_err(on_row(AUDIT, "sign", &key))?;
+        Ok(done == 1)
+    }
+
     /// The whole chain, in `seq` order, as stored now.
     pub async fn audit_events(&self) -> Result<Vec<AuditRow>> {
-        const SQL: &str = "SELECT seq, at, actor, action, subject, detail, prev_hash, hash \
+        const SQL: &str = "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, signature \
             FROM audit_events ORDER BY seq";
         on_pool!(self, p => columns::all(sqlx::query(SQL).fetch_all(p).await, audit_row))
             .map_err(on_table(AUDIT, "list"))
@@ -129,8 +147,8 @@ impl Store {
 
     /// The last `limit` events, in `seq` order.
     pub async fn recent_audit_events(&self, limit: i64) -> Result<Vec<AuditRow>> {
-        const SQL: &str = "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM \
-            (SELECT seq, at, actor, action, subject, detail, prev_hash, hash \
+        const SQL: &str = "SELECT seq, at, actor, action, subject, detail, prev_hash, hash, signature FROM \
+            (SELECT seq, at, actor, action, subject, detail, prev_hash, hash, signature \
              FROM audit_events ORDER BY seq DESC LIMIT $1) AS recent ORDER BY seq";
         on_pool!(self, p => columns::all(sqlx::query(SQL).bind(limit.max(0)).fetch_all(p).await, audit_row))
             .map_err(on_table(AUDIT, "list"))
@@ -161,14 +179,17 @@ mod tests {
     /// of forking the chain.
     async fn appends_link_in_order(store: Store) {
         assert_eq!(store.last_audit_event().await.expect("last"), None);
-        let first = store.append_audit(&event("one"), |r| format!("h{}", r.seq)).await.expect("append");
+        let first = store.append_audit(&event("one"), |r| r.hash = format!("h{}", r.seq)).await.expect("append");
         assert_eq!((first.seq, first.prev_hash.as_str(), first.hash.as_str()), (1, GENESIS_HASH, "h1"));
 
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    store.append_audit(&event(&format!("n{i}")), |r| format!("h{}", r.seq)).await.expect("append")
+                    store
+                        .append_audit(&event(&format!("n{i}")), |r| r.hash = format!("h{}", r.seq))
+                        .await
+                        .expect("append")
                 })
             })
             .collect();
@@ -217,6 +238,30 @@ mod tests {
             .expect("drop");
     }
 
+    /// A signature is stored with its row; a row written unsigned can be signed once,
+    /// and only for the hash it carries.
+    #[tokio::test]
+    async fn signatures_are_stored_and_added_only_to_unsigned_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("vigo.db").display());
+        let store = Store::open(&url).await.expect("open");
+        let signed = store
+            .append_audit(&event("a"), |r| {
+                r.hash = "h1".into();
+                r.signature = "sig1".into();
+            })
+            .await
+            .expect("append");
+        assert_eq!(signed.signature, "sig1");
+        store.append_audit(&event("b"), |r| r.hash = "h2".into()).await.expect("append unsigned");
+        assert!(!store.sign_audit_event(1, "h1", "other").await.expect("sign"), "a signed row was re-signed");
+        assert!(!store.sign_audit_event(2, "wrong", "sig2").await.expect("sign"), "signed for another hash");
+        assert!(store.sign_audit_event(2, "h2", "sig2").await.expect("sign"));
+        let rows = store.audit_events().await.expect("list");
+        assert_eq!(rows.iter().map(|r| r.signature.as_str()).collect::<Vec<_>>(), ["sig1", "sig2"]);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn detail_must_be_json() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -224,7 +269,7 @@ mod tests {
         let store = Store::open(&url).await.expect("open");
         let mut bad = event("x");
         bad.detail = "not json".into();
-        assert!(store.append_audit(&bad, |_| "h".into()).await.is_err());
+        assert!(store.append_audit(&bad, |r| r.hash = "h".into()).await.is_err());
         assert_eq!(store.audit_events().await.expect("list"), vec![]);
         store.close().await;
     }
