@@ -106,3 +106,55 @@ impl Credentials {
         Ok(vigo_pki::server_client_config(&self.ca, Some((&self.cert, &self.key)))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt as _;
+
+    use super::{Credentials, connect};
+
+    /// An envoy presenting its own certificate (valid under the fleet CA, named like
+    /// the server) on the server's address gets no check-in: the agent's connection
+    /// to the server requires the fleet server purpose, and no request byte is sent.
+    #[tokio::test]
+    async fn the_agent_does_not_take_an_envoy_for_the_server() {
+        let ca = vigo_pki::FleetCa::generate("fleet").expect("ca");
+        let issue = |name: &str| {
+            let key = vigo_pki::EnvoyTlsKey::generate().expect("key");
+            let cert = ca.sign_envoy_csr(&key.csr(name).expect("csr"), name, 30).expect("sign");
+            (cert, key.private_key_pem())
+        };
+        let (cert, key) = issue("web-1");
+        let creds = Credentials {
+            name: "web-1".into(),
+            ca: ca.cert_pem().to_string(),
+            cert,
+            key,
+            server_key: vigo_pki::SigningKey::generate().public_key(),
+        };
+        let (impostor_cert, impostor_key) = issue("localhost");
+        let chain = format!("{}\n{}", impostor_cert.trim_end(), ca.cert_pem());
+        let config =
+            vigo_pki::server_config(ca.cert_pem(), &chain, &impostor_key, vigo_pki::RevocationList::new(), true)
+                .expect("impostor config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let impostor = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut seen)).await;
+            }
+            seen
+        });
+        let err = connect("localhost", port, creds.client_config().expect("config"))
+            .await
+            .err()
+            .expect("the impostor was taken for the server");
+        assert!(format!("{err:#}").contains("not the fleet server"), "{err:#}");
+        assert!(impostor.await.expect("impostor").is_empty(), "bytes reached the impostor");
+    }
+}
