@@ -2,8 +2,8 @@
 //! `vigosync` trait reports it.
 //!
 //! Only regular files the user owns are carried: subdirectories, symlinks,
-//! FIFOs and devices, hidden names, names that are not UTF-8 and files over
-//! 100 MB are skipped and listed locally with the reason (`vigo status`). A file
+//! FIFOs and devices, hidden names, names that are not UTF-8 or hold unprintable
+//! characters, and files over 100 MB are skipped and listed locally with the reason (`vigo status`). A file
 //! the user does not own (a hard link to someone else's file) is never read,
 //! so nothing the user cannot read leaves the host. Unchanged files are not
 //! hashed again (see [`crate::hash`]). Scanning blocks on the filesystem; run it
@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::accounts::Account;
 use crate::hash::{FileKey, HashCache, HashError};
-use crate::sync::{FileEntry, MAX_FILE_SIZE, SyncTrait, valid_name};
+use crate::sync::{FileEntry, MAX_FILE_SIZE, SyncTrait, printable_name, valid_name};
 use crate::syncdir::{open_sync_dir, sync_path};
 
 /// Prefix of the receiver's partial downloads; such files are not reported at all.
@@ -44,6 +44,10 @@ pub enum SkipReason {
     NotRegular,
     /// Not UTF-8 (or otherwise not a name vigosync can carry).
     BadName,
+    /// Holds a control character or an invisible formatting character (an escape
+    /// sequence, a newline, a bidirectional override…): such a name would act on the
+    /// terminals it is printed on, so it never leaves the host.
+    Unprintable,
     /// Owned by another user (typically a hard link to a file that is not the user's).
     NotOwned,
     /// Being written during the scan; it is picked up by a later scan.
@@ -61,6 +65,7 @@ impl SkipReason {
             Self::TooBig => "too_big",
             Self::NotRegular => "not_regular",
             Self::BadName => "bad_name",
+            Self::Unprintable => "unprintable_name",
             Self::NotOwned => "not_owned",
             Self::Changing => "changing",
             Self::Unreadable => "unreadable",
@@ -184,6 +189,9 @@ impl Scanner {
     ) -> Result<FileEntry, SkipReason> {
         if name.starts_with('.') {
             return Err(SkipReason::Dotfile);
+        }
+        if !printable_name(name) {
+            return Err(SkipReason::Unprintable);
         }
         if !valid_name(name) {
             return Err(SkipReason::BadName);

@@ -160,3 +160,24 @@ fn unchanged_files_are_hashed_once_and_changes_are_seen() {
     later.scan(std::slice::from_ref(&alice));
     assert_eq!(loaded.len(), 1);
 }
+
+#[test]
+fn names_that_would_act_on_a_terminal_are_not_offered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let alice = account(tmp.path(), "alice", FIRST_UID);
+    let dir = opt_in(&alice);
+    let ok = put(&dir, "fine.txt", b"ok", alice.uid);
+    let hostile = ["\x1b[2J\x1b[Hclear", "two\nlines", "bell\x07", "csi\u{9b}31m", "rtl\u{202e}gpj.exe"];
+    for name in hostile {
+        put(&dir, name, b"payload", alice.uid);
+    }
+    let result = Scanner::default().scan(std::slice::from_ref(&alice));
+    assert_eq!(result.trait_["alice"], [entry(&ok, b"ok")], "only the printable name is offered");
+    let mut skipped = result.skipped["alice"].clone();
+    skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut expected: Vec<Skipped> =
+        hostile.iter().map(|n| Skipped { name: n.to_string(), reason: SkipReason::Unprintable }).collect();
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(skipped, expected);
+    assert_eq!(SkipReason::Unprintable.as_str(), "unprintable_name");
+}

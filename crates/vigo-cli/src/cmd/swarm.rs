@@ -116,3 +116,29 @@ fn row(user: &str, file: &File, e: &EnvoyFile) -> Vec<String> {
         version.map_or_else(|| "-".into(), |v| output::when(v.mtime.div_euclid(1_000_000_000))),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_remote_name_is_printed_escaped() {
+        let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\nalice  x.txt  h9  current";
+        let status: Status = serde_json::from_value(serde_json::json!({"users": [{
+            "user": hostile,
+            "files": [{
+                "name": hostile,
+                "envoys": [{"envoy": hostile, "state": "outdated",
+                            "held": {"sha256": "ab".repeat(32), "mtime": 1}, "seen": null}],
+                "pending": [{"target": hostile, "source": hostile}]
+            }]
+        }]}))
+        .expect("status");
+        let (u, f) = (&status.users[0], &status.users[0].files[0]);
+        let out =
+            output::table(&["USER", "FILE", "ENVOY", "STATE", "SHA256", "MTIME"], vec![row(&u.user, f, &f.envoys[0])]);
+        assert_eq!(out.lines().count(), 2, "no forged rows: {out}");
+        assert!(out.chars().all(|c| c == '\n' || !c.is_control()), "{out:?}");
+        assert!(out.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\nalice"), "{out}");
+    }
+}
