@@ -321,6 +321,9 @@ fn log_outcome(order: &TransferOrder, outcome: &FetchOutcome) {
         FetchOutcome::Superseded { local_mtime, .. } => {
             tracing::info!(%user, %name, local_mtime, offered_mtime = order.mtime, "kept the newer local vigosync file");
         }
+        FetchOutcome::Conflict { .. } => {
+            tracing::warn!(%user, %name, %source, "vigosync file saved locally while being received; kept the local save");
+        }
     }
 }
 
