@@ -17,6 +17,47 @@ pub const DIR_NAME: &str = "vigosync";
 /// The trait's name.
 pub const TRAIT: &str = "vigosync";
 
+/// The trait that says, per user, what the envoy left out of [`TRAIT`] (limits below).
+pub const OVERFLOW_TRAIT: &str = "vigosync_overflow";
+
+/// Most files one user's directory contributes to an envoy's report; the server
+/// ignores any beyond this from one envoy.
+pub const MAX_FILES_PER_USER: usize = 5_000;
+
+/// Most content bytes one user's reported files may total on one envoy; the server
+/// ignores the files beyond this from one envoy.
+pub const MAX_BYTES_PER_USER: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Most bytes one user's entries take in the encoded trait.
+pub const MAX_TRAIT_BYTES_PER_USER: usize = 2 * 1024 * 1024;
+
+/// Most bytes the whole encoded trait takes in one check-in, shared fairly between
+/// users: far under the server's 16 MiB message limit, with the other traits and the
+/// queued reports.
+pub const MAX_TRAIT_BYTES: usize = 6 * 1024 * 1024;
+
+/// What was left out of one user's report: files (in name order, after the last one
+/// carried) and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overflow {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Overflow {
+    pub fn is_empty(&self) -> bool {
+        self.files == 0
+    }
+
+    pub fn add(&mut self, files: u64, bytes: u64) {
+        self.files = self.files.saturating_add(files);
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+}
+
+/// The overflow trait: user → what was left out.
+pub type OverflowTrait = BTreeMap<String, Overflow>;
+
 /// One synced file version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
