@@ -129,6 +129,16 @@ pub fn write_vigosync(out: &mut String, v: &Value) {
         for skipped in u["skipped"].as_array().into_iter().flatten() {
             let _ = writeln!(out, "    skipped {} ({})", shown(&skipped["name"]), shown(&skipped["reason"]));
         }
+        if let Some(more) = u["skipped_more"].as_u64().filter(|n| *n > 0) {
+            let _ = writeln!(out, "    skipped {more} more entries");
+        }
+        if let Some(files) = u["overflow"]["files"].as_u64().filter(|n| *n > 0) {
+            let _ = writeln!(
+                out,
+                "    left out: {files} files ({} bytes) over the vigosync limits; they are not synced",
+                u["overflow"]["bytes"].as_u64().unwrap_or(0)
+            );
+        }
     }
     for i in incoming.into_iter().flat_map(|m| m.values()) {
         let what = format!("{}/{} from {}", shown(&i["user"]), shown(&i["name"]), shown(&i["source"]));
@@ -169,7 +179,7 @@ mod tests {
         let bad: Vec<char> = out.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}').collect();
         assert!(bad.is_empty(), "unescaped {bad:?} in {out:?}");
         // Every name and message stays on its own line: no forged lines.
-        assert_eq!(out.lines().count(), 6, "{out}");
+        assert_eq!(out.lines().count(), 5, "{out}");
         assert!(out.lines().all(|l| l == "vigosync:" || l.starts_with("  ")), "{out}");
     }
 }

@@ -29,6 +29,23 @@ pub enum SyncCommand {
 #[derive(Deserialize)]
 struct Status {
     users: Vec<User>,
+    #[serde(default)]
+    overflow: Vec<Overflow>,
+}
+
+/// Files of one user on one envoy that do not take part (over the limits).
+#[derive(Deserialize)]
+struct Overflow {
+    envoy: String,
+    user: String,
+    left_out: Count,
+    refused: Count,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    files: u64,
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +98,10 @@ async fn status(client: &Client, user: Option<&str>, format: Format) -> anyhow::
         return Ok(0);
     }
     let status: Status = output::decode(body, "vigosync status")?;
+    if !status.overflow.is_empty() {
+        let rows = status.overflow.iter().map(overflow_row).collect();
+        println!("{}\n", output::table(&["ENVOY", "USER", "LEFT OUT BY ENVOY", "REFUSED BY SERVER"], rows));
+    }
     if status.users.iter().all(|u| u.files.is_empty()) {
         match user {
             Some(u) => println!("no vigosync files for {u}"),
@@ -98,6 +119,13 @@ async fn status(client: &Client, user: Option<&str>, format: Format) -> anyhow::
     }
     println!("{}", output::table(&["USER", "FILE", "ENVOY", "STATE", "SHA256", "MTIME"], rows));
     Ok(0)
+}
+
+/// Files that do not sync: what the envoy left out, what the server refused.
+fn overflow_row(o: &Overflow) -> Vec<String> {
+    let count =
+        |c: &Count| if c.files == 0 { "-".to_string() } else { format!("{} files, {} bytes", c.files, c.bytes) };
+    vec![o.envoy.clone(), o.user.clone(), count(&o.left_out), count(&o.refused)]
 }
 
 /// One envoy's copy: what it holds, or for a deleted copy the version it last had.
