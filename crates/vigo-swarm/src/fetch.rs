@@ -292,9 +292,9 @@ impl Fetcher {
     fn reserve(&self, part: &Part, needed: u64, target: &Path) -> Result<Reservation, FetchError> {
         let vfs = nix::sys::statvfs::fstatvfs(&part.dir)
             .map_err(|errno| FetchError::Sys { path: part.path.clone(), errno })?;
-        let unit = u64::from(vfs.fragment_size());
-        let available = u64::from(vfs.blocks_available()).saturating_mul(unit);
-        let total = u64::from(vfs.blocks()).saturating_mul(unit);
+        let unit = vfs.fragment_size();
+        let available = vfs.blocks_available().saturating_mul(unit);
+        let total = vfs.blocks().saturating_mul(unit);
         let headroom = self.headroom.min_bytes.max(total / 100 * self.headroom.percent.min(100));
         let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
         let after = available.saturating_sub(*reserved).saturating_sub(needed);

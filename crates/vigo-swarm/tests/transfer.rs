@@ -771,7 +771,7 @@ async fn a_transfer_that_would_leave_too_little_free_space_is_refused() {
     let bytes = content(MIB);
     let order = fleet.publish("big.bin", &bytes);
     let vfs = nix::sys::statvfs::statvfs(&fleet.h2.sync).expect("statvfs");
-    let available = u64::from(vfs.blocks_available()) * u64::from(vfs.fragment_size());
+    let available = vfs.blocks_available() * vfs.fragment_size();
     for headroom in [Headroom { min_bytes: available, percent: 0 }, Headroom { min_bytes: 0, percent: 100 }] {
         let err = fleet.fetcher().with_headroom(headroom).fetch(&fleet.sign(&order)).await.expect_err("refused");
         let FetchError::NoSpace { needed, .. } = &err else { panic!("{headroom:?}: {err}") };
