@@ -108,6 +108,10 @@ pub async fn cycle(
     let scan = crate::sync::scan(paths, scanner, &traits);
     if let Some(map) = traits.as_object_mut() {
         map.insert(vigo_swarm::sync::TRAIT.to_string(), serde_json::to_value(&scan.result.trait_)?);
+        if !scan.result.overflow.is_empty() {
+            // The server shows what this envoy left out of the report, and why.
+            map.insert(vigo_swarm::sync::OVERFLOW_TRAIT.to_string(), serde_json::to_value(&scan.result.overflow)?);
+        }
     }
     let traits_json = serde_json::to_vec(&traits)?;
     let digest: String = Sha256::digest(&traits_json).iter().map(|b| format!("{b:02x}")).collect();

@@ -27,6 +27,47 @@ use crate::watch::SyncWatch;
 /// changes becomes one check-in).
 const DEBOUNCE: Duration = Duration::from_millis(25);
 
+/// The gap enforced after an early check-in that followed another closely; it doubles
+/// with each further one, up to [`EARLY_GAP_MAX`], and resets after a quiet spell.
+const EARLY_GAP_MIN: Duration = Duration::from_millis(500);
+/// The longest gap between early check-ins while they keep coming.
+const EARLY_GAP_MAX: Duration = Duration::from_secs(30);
+
+/// Spaces out early check-ins: the first after a quiet spell goes at once (after the
+/// debounce); while wake-ups keep coming (a program rewriting a file in `~/vigosync`
+/// in a loop) the gaps double, so a write loop costs a bounded number of check-ins.
+#[derive(Debug)]
+struct EarlyBackoff {
+    gap: Duration,
+    last: Option<Instant>,
+}
+
+impl EarlyBackoff {
+    fn new() -> Self {
+        Self { gap: EARLY_GAP_MIN, last: None }
+    }
+
+    /// How long to wait before the early check-in woken at `now`.
+    fn delay(&mut self, now: Instant) -> Duration {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.gap * 2 => {
+                let wait = (last + self.gap).saturating_duration_since(now).max(DEBOUNCE);
+                self.gap = (self.gap * 2).min(EARLY_GAP_MAX);
+                wait
+            }
+            _ => {
+                self.gap = EARLY_GAP_MIN;
+                DEBOUNCE
+            }
+        }
+    }
+
+    /// Notes that an early check-in ran at `at`.
+    fn ran(&mut self, at: Instant) {
+        self.last = Some(at);
+    }
+}
+
 /// The longest wait between attempts to re-open the server's event stream.
 const MAX_EVENTS_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -52,6 +93,7 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
     let events = tokio::spawn(subscribe(paths.clone(), wake.clone()));
     let mut conn = crate::client::Connection::default();
     let mut next_full = Instant::now();
+    let mut early = EarlyBackoff::new();
     loop {
         let trigger = tokio::select! {
             () = tokio::time::sleep_until(next_full) => Trigger::Interval,
@@ -59,7 +101,12 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
             () = terminate() => break,
         };
         if trigger == Trigger::Early {
-            tokio::time::sleep(DEBOUNCE).await;
+            let wait = early.delay(Instant::now());
+            if wait > DEBOUNCE {
+                tracing::debug!(wait_ms = wait.as_millis() as u64, "early check-ins keep coming; spacing them out");
+            }
+            tokio::time::sleep(wait).await;
+            early.ran(Instant::now());
         }
         let interval = match cycle(paths, &mut conn, &mut scanner, trigger).await {
             Ok(c) => {
@@ -140,5 +187,37 @@ async fn terminate() {
             tokio::select! { _ = s.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         }
         Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write loop waking the daemon every 10 ms for ten minutes (simulated time):
+    /// the early check-ins stay few, and after a quiet spell the next one is prompt.
+    #[test]
+    fn a_write_loop_costs_a_bounded_number_of_early_check_ins() {
+        let start = Instant::now();
+        let mut backoff = EarlyBackoff::new();
+        let mut now = start;
+        let mut check_ins = 0;
+        let end = start + Duration::from_secs(600);
+        while now < end {
+            // Woken (events came meanwhile), wait as told, check in, get woken again.
+            now += backoff.delay(now);
+            check_ins += 1;
+            backoff.ran(now);
+            now += Duration::from_millis(10);
+        }
+        // 600 s at the 30 s cap is 20, plus the ramp-up; unbounded would be ~24,000.
+        assert!(check_ins <= 30, "{check_ins} early check-ins in ten minutes");
+        assert!(check_ins >= 20, "still checks in while changes keep coming: {check_ins}");
+        // A quiet minute later, a change is reported at once again.
+        now += Duration::from_secs(61);
+        assert_eq!(backoff.delay(now), DEBOUNCE);
+        backoff.ran(now);
+        // A single follow-up soon after waits only the shortest gap.
+        assert_eq!(backoff.delay(now + Duration::from_millis(100)), EARLY_GAP_MIN - Duration::from_millis(100));
     }
 }

@@ -110,6 +110,8 @@ fn users_of(result: &ScanResult, homes: &BTreeMap<String, PathBuf>) -> BTreeMap<
                         s.iter().map(|x| SkippedEntry { name: x.name.clone(), reason: x.reason.to_string() }).collect()
                     })
                     .unwrap_or_default(),
+                skipped_more: result.skipped_more.get(user).copied().unwrap_or(0),
+                overflow: result.overflow.get(user).copied(),
                 problem: None,
             },
         );
@@ -138,6 +140,12 @@ pub struct UserStatus {
     pub files: usize,
     pub bytes: u64,
     pub skipped: Vec<SkippedEntry>,
+    /// Skipped entries beyond those listed.
+    #[serde(default)]
+    pub skipped_more: u64,
+    /// Files left out of the report by the per-user and per-check-in limits.
+    #[serde(default)]
+    pub overflow: Option<vigo_swarm::sync::Overflow>,
     /// Why the directory is not used (a symlink, not the user's, …).
     pub problem: Option<String>,
 }
@@ -320,6 +328,9 @@ fn log_outcome(order: &TransferOrder, outcome: &FetchOutcome) {
         FetchOutcome::AlreadyPresent { .. } => tracing::debug!(%user, %name, "vigosync file already present"),
         FetchOutcome::Superseded { local_mtime, .. } => {
             tracing::info!(%user, %name, local_mtime, offered_mtime = order.mtime, "kept the newer local vigosync file");
+        }
+        FetchOutcome::Conflict { .. } => {
+            tracing::warn!(%user, %name, %source, "vigosync file saved locally while being received; kept the local save");
         }
     }
 }

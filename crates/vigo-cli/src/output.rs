@@ -9,17 +9,51 @@ pub fn json(value: &Value) -> anyhow::Result<()> {
 }
 
 /// A borderless table, easy to read and to `grep`: no frame, no trailing blanks.
+/// Cells come from the server, which relays what envoys and users named (file names,
+/// users, envoys, messages): every cell is escaped ([`escape`]).
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);
     t.set_header(header.iter().map(|h| h.to_string()));
     for row in rows {
-        t.add_row(row);
+        t.add_row(row.iter().map(|cell| escape(cell)).collect::<Vec<_>>());
     }
     if let Some(first) = t.column_mut(0) {
         first.set_padding((0, 1));
     }
     t.lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// `text` safe for a terminal: control characters (escape sequences, newlines, C1
+/// codes), invisible formatting characters (bidirectional overrides, zero-width
+/// characters, line separators) and the backslash are written as escapes (`\u{1b}`,
+/// `\n`, `\\`). The same rule as the envoy's `vigo status`.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
 }
 
 /// Unix seconds as `2026-01-31 12:00:00 UTC`.
@@ -95,6 +129,16 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_cannot_reach_the_terminal_raw() {
+        let hostile = "\x1b[2J\x1b[Hok\nUSER FILE\u{9b}1m\u{202e}\\";
+        let out = table(&["USER", "FILE"], vec![vec!["alice".into(), hostile.into()]]);
+        assert!(out.contains("\\u{1b}[2J\\u{1b}[Hok\\nUSER FILE\\u{9b}1m\\u{202e}\\\\"), "{out}");
+        assert!(out.chars().all(|c| c == '\n' || !unprintable(c)), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "one header, one row: {out}");
+        assert_eq!(escape("plain 日本.txt"), "plain 日本.txt");
+    }
 
     #[test]
     fn durations() {

@@ -18,6 +18,14 @@
 //!   elsewhere, and an older copy, wherever it turns up, is replaced, never spread;
 //! - the source is a participant holding the winner's hash whose address is known:
 //!   the most recently checked in first, then by name.
+//!
+//! An envoy's report is its own word, so it is bounded before it counts: a version's
+//! mtime is clamped to no later than when the server first saw that version plus
+//! [`MTIME_SKEW_SECS`] (a far-future stamp cannot beat a later real edit elsewhere),
+//! and one envoy's report of one user counts for at most
+//! [`sync::MAX_FILES_PER_USER`] files and [`sync::MAX_BYTES_PER_USER`] bytes; the rest
+//! is ignored, logged and shown in the status view ([`SyncStatus::overflow`]), as is
+//! what the envoy itself says it left out ([`sync::OVERFLOW_TRAIT`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +57,13 @@ const STALE_SOURCE_SECS: i64 = 90;
 /// Most orders one check-in response carries; the rest follow at the next check-ins.
 pub const MAX_ORDERS_PER_CHECKIN: usize = 1024;
 
+/// How far a version's mtime may be ahead of the moment the server first saw it
+/// (clock skew between envoys and the server): later stamps are clamped to this.
+pub const MTIME_SKEW_SECS: i64 = 300;
+
+/// The first-seen records are pruned to the versions still held once they outgrow this.
+const FIRST_SEEN_PRUNE_MIN: usize = 100_000;
+
 /// One user's files on one envoy, by name.
 pub type Files = BTreeMap<String, FileEntry>;
 
@@ -67,29 +82,67 @@ pub struct EnvoySync {
     /// When it was enrolled: a different value means a new incarnation of the name,
     /// which has seen nothing.
     pub enrolled_at: i64,
+    /// Per user, what did not make it into `users`: left out by the envoy, or refused here.
+    pub overflow: BTreeMap<String, UserOverflow>,
 }
+
+/// What of one user's files on one envoy does not take part in sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserOverflow {
+    /// Left out by the envoy (over its per-user or per-check-in limits).
+    #[schema(value_type = Object)]
+    pub left_out: sync::Overflow,
+    /// Reported but ignored by the server (over the per-user limits one envoy may announce).
+    #[schema(value_type = Object)]
+    pub refused: sync::Overflow,
+}
+
+/// An envoy's report as read: its humans, its opted-in users' files, and the overflow.
+pub type Reported = (BTreeSet<String>, BTreeMap<String, Files>, BTreeMap<String, UserOverflow>);
 
 impl EnvoySync {
     /// Reads the human accounts and the `vigosync` trait from an envoy's traits.
     /// Whatever does not fit the expected shape is left out and logged: a peer's
     /// report is never trusted to be well formed.
-    pub fn from_traits(envoy: &str, traits: &Value) -> (BTreeSet<String>, BTreeMap<String, Files>) {
+    pub fn from_traits(envoy: &str, traits: &Value) -> Reported {
         let humans = traits
             .pointer("/users/human")
             .and_then(Value::as_array)
             .map(|names| names.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
+        let mut overflow: BTreeMap<String, UserOverflow> = BTreeMap::new();
         let users = match traits.get(sync::TRAIT) {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(raw) => match sync::SyncTrait::deserialize(raw) {
-                Ok(reported) => clean(envoy, reported),
+                Ok(reported) => clean(envoy, reported, &mut overflow),
                 Err(e) => {
                     tracing::warn!(envoy, error = %e, "vigosync trait ignored: unexpected shape");
                     BTreeMap::new()
                 }
             },
         };
-        (humans, users)
+        if let Some(raw) = traits.get(sync::OVERFLOW_TRAIT).filter(|v| !v.is_null()) {
+            match sync::OverflowTrait::deserialize(raw) {
+                Ok(left) => {
+                    for (user, o) in left.into_iter().filter(|(u, o)| users.contains_key(u) && !o.is_empty()) {
+                        overflow.entry(user).or_default().left_out = o;
+                    }
+                }
+                Err(e) => tracing::warn!(envoy, error = %e, "vigosync overflow trait ignored: unexpected shape"),
+            }
+        }
+        for (user, o) in &overflow {
+            if !o.left_out.is_empty() {
+                tracing::warn!(
+                    envoy,
+                    user,
+                    files = o.left_out.files,
+                    bytes = o.left_out.bytes,
+                    "vigosync: envoy left files out of its report (over its limits)"
+                );
+            }
+        }
+        (humans, users, overflow)
     }
 
     /// Whether `user` takes part on this envoy.
@@ -105,7 +158,11 @@ impl EnvoySync {
 /// Keeps the valid users and files of a reported trait; of two entries with one name,
 /// the newer. What is dropped is logged once per report, with the first example, so a
 /// misbehaving envoy cannot flood the log.
-fn clean(envoy: &str, reported: sync::SyncTrait) -> BTreeMap<String, Files> {
+fn clean(
+    envoy: &str,
+    reported: sync::SyncTrait,
+    overflow: &mut BTreeMap<String, UserOverflow>,
+) -> BTreeMap<String, Files> {
     let mut users = BTreeMap::new();
     let mut dropped = 0usize;
     let mut example = None;
@@ -129,12 +186,41 @@ fn clean(envoy: &str, reported: sync::SyncTrait) -> BTreeMap<String, Files> {
                 }
             }
         }
+        let refused = limit(&mut files);
+        if !refused.is_empty() {
+            tracing::warn!(
+                envoy,
+                user,
+                files = refused.files,
+                bytes = refused.bytes,
+                "vigosync: files over the per-user limits one envoy may announce ignored"
+            );
+            overflow.entry(user.clone()).or_default().refused = refused;
+        }
         users.insert(user, files);
     }
     if let Some(example) = example {
         tracing::warn!(envoy, dropped, example, "vigosync entries ignored: invalid user, name, hash or size");
     }
     users
+}
+
+/// Keeps the first files by name within [`sync::MAX_FILES_PER_USER`] and
+/// [`sync::MAX_BYTES_PER_USER`]; returns what was dropped.
+fn limit(files: &mut Files) -> sync::Overflow {
+    let mut refused = sync::Overflow::default();
+    let (mut count, mut bytes) = (0usize, 0u64);
+    files.retain(|_, e| {
+        let fits = count < sync::MAX_FILES_PER_USER && bytes.saturating_add(e.size) <= sync::MAX_BYTES_PER_USER;
+        if fits {
+            count += 1;
+            bytes += e.size;
+        } else {
+            refused.add(1, e.size);
+        }
+        fits
+    });
+    refused
 }
 
 fn valid_sha256(text: &str) -> bool {
@@ -179,11 +265,64 @@ type SeenMap = BTreeMap<String, BTreeMap<String, BTreeMap<String, Seen>>>;
 pub struct Planner {
     envoys: BTreeMap<String, EnvoySync>,
     seen: SeenMap,
+    /// (user, name, sha256) → the latest mtime (ns) that version may carry: when the
+    /// server first saw it, plus the skew allowance.
+    first_seen: BTreeMap<(String, String, String), i64>,
+    /// Size of `first_seen` at which it is next pruned.
+    prune_at: usize,
 }
 
 impl Planner {
     pub fn envoy(&self, name: &str) -> Option<&EnvoySync> {
         self.envoys.get(name)
+    }
+
+    /// Clamps every reported version's mtime to no later than when this planner first
+    /// saw that version (`now`, unix seconds, for versions new to it) plus
+    /// [`MTIME_SKEW_SECS`]. Returns how many were clamped.
+    pub fn clamp_mtimes(&mut self, users: &mut BTreeMap<String, Files>, now: i64) -> usize {
+        let latest = now.saturating_add(MTIME_SKEW_SECS).saturating_mul(1_000_000_000);
+        let mut clamped = 0;
+        for (user, files) in users.iter_mut() {
+            for e in files.values_mut() {
+                let key = (user.clone(), e.name.clone(), e.sha256.clone());
+                let bound = *self.first_seen.entry(key).or_insert(latest);
+                if e.mtime > bound {
+                    e.mtime = bound;
+                    clamped += 1;
+                }
+            }
+        }
+        self.prune_first_seen();
+        clamped
+    }
+
+    /// Takes a stored seen version as the latest mtime its version may carry (it was
+    /// clamped when it was recorded).
+    fn bound_from_seen(&mut self, row: &SeenRow) {
+        let key = (row.user.clone(), row.name.clone(), row.sha256.clone());
+        let bound = self.first_seen.entry(key).or_insert(row.mtime);
+        *bound = (*bound).min(row.mtime);
+    }
+
+    /// Drops first-seen records of versions no envoy holds, once there are many.
+    fn prune_first_seen(&mut self) {
+        if self.first_seen.len() < self.prune_at.max(FIRST_SEEN_PRUNE_MIN) {
+            return;
+        }
+        let held: BTreeSet<(&str, &str, &str)> = self
+            .envoys
+            .values()
+            .flat_map(|e| {
+                e.users.iter().flat_map(|(u, files)| {
+                    files.values().map(move |f| (u.as_str(), f.name.as_str(), f.sha256.as_str()))
+                })
+            })
+            .collect();
+        let keep: BTreeSet<(String, String, String)> =
+            held.into_iter().map(|(u, n, h)| (u.to_string(), n.to_string(), h.to_string())).collect();
+        self.first_seen.retain(|k, _| keep.contains(k));
+        self.prune_at = self.first_seen.len().saturating_mul(2);
     }
 
     /// Sets what is known about an envoy, and records as seen every version it holds
@@ -368,13 +507,16 @@ impl Vigosync {
     pub fn new<'a>(key: Arc<SigningKey>, envoys: impl IntoIterator<Item = Restored<'a>>, seen: Vec<SeenRow>) -> Self {
         let mut planner = Planner::default();
         for row in seen {
+            planner.bound_from_seen(&row);
             planner.remember_row(row);
         }
+        let now = crate::now();
         for e in envoys {
-            let (humans, users) = EnvoySync::from_traits(e.name, e.traits);
+            let (humans, mut users, overflow) = EnvoySync::from_traits(e.name, e.traits);
             if users.is_empty() {
                 continue;
             }
+            planner.clamp_mtimes(&mut users, now);
             let view = EnvoySync {
                 revoked: e.revoked,
                 humans,
@@ -382,6 +524,7 @@ impl Vigosync {
                 addr: None,
                 last_checkin: e.last_checkin,
                 enrolled_at: e.enrolled_at,
+                overflow,
             };
             // Holdings restored from stored traits were recorded when they arrived.
             planner.set_envoy(e.name, view);
@@ -409,12 +552,18 @@ impl Vigosync {
         enrolled_at: i64,
         now: i64,
     ) -> CheckInSync {
-        let reported = traits.map(|t| EnvoySync::from_traits(name, t));
-        let opts_in = reported.as_ref().is_some_and(|(_, users)| !users.is_empty());
+        let mut reported = traits.map(|t| EnvoySync::from_traits(name, t));
+        let opts_in = reported.as_ref().is_some_and(|(_, users, _)| !users.is_empty());
         if !opts_in && !self.is_active() {
             return CheckInSync::default();
         }
         let mut state = self.lock();
+        if let Some((_, users, _)) = &mut reported {
+            let clamped = state.planner.clamp_mtimes(users, now);
+            if clamped > 0 {
+                tracing::warn!(envoy = name, clamped, "vigosync: mtimes later than first seen (plus skew) clamped");
+            }
+        }
         // The steady state (same traits, address and incarnation) only notes the time;
         // the envoy's files are compared or copied only when something was reported.
         let changed = match state.planner.envoys.get_mut(name) {
@@ -425,7 +574,9 @@ impl Vigosync {
                 k.enrolled_at != enrolled_at
                     || k.revoked
                     || addr.is_some_and(|a| k.addr != Some(a))
-                    || reported.as_ref().is_some_and(|(humans, users)| (&k.humans, &k.users) != (humans, users))
+                    || reported.as_ref().is_some_and(|(humans, users, overflow)| {
+                        (&k.humans, &k.users, &k.overflow) != (humans, users, overflow)
+                    })
             }
         };
         let mut out = CheckInSync::default();
@@ -440,9 +591,10 @@ impl Vigosync {
             next.revoked = false;
             next.last_checkin = Some(now);
             next.addr = addr.or(next.addr);
-            if let Some((humans, users)) = reported {
+            if let Some((humans, users, overflow)) = reported {
                 next.humans = humans;
                 next.users = users;
+                next.overflow = overflow;
             }
             let mut users: BTreeSet<String> = next.users.keys().cloned().collect();
             users.extend(known.iter().flat_map(|k| k.users.keys().cloned()));
@@ -488,7 +640,18 @@ impl Vigosync {
             Some(u) => state.planner.users().into_iter().filter(|x| x == u).collect(),
             None => state.planner.users().into_iter().collect(),
         };
-        SyncStatus { users: users.iter().map(|u| user_status(&state, u)).collect() }
+        let overflow = state
+            .planner
+            .envoys
+            .iter()
+            .filter(|(_, e)| !e.revoked)
+            .flat_map(|(envoy, e)| {
+                e.overflow.iter().filter(|(u, _)| user.is_none_or(|want| want == u.as_str())).map(|(u, o)| {
+                    OverflowStatus { envoy: envoy.clone(), user: u.clone(), left_out: o.left_out, refused: o.refused }
+                })
+            })
+            .collect();
+        SyncStatus { users: users.iter().map(|u| user_status(&state, u)).collect(), overflow }
     }
 
     /// Signs (or re-uses) the orders for `target`.
@@ -590,6 +753,23 @@ fn replan(state: &mut State, users: &BTreeSet<String>, now: i64) -> Vec<String> 
 pub struct SyncStatus {
     /// Every user some envoy reports, by name.
     pub users: Vec<UserStatus>,
+    /// Files that do not take part: left out by an envoy or refused by the server
+    /// (over the per-user limits), by envoy and user.
+    #[serde(default)]
+    pub overflow: Vec<OverflowStatus>,
+}
+
+/// One user's files on one envoy that do not take part in sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OverflowStatus {
+    pub envoy: String,
+    pub user: String,
+    /// Left out by the envoy (its per-user and per-check-in limits).
+    #[schema(value_type = Object)]
+    pub left_out: sync::Overflow,
+    /// Ignored by the server (the per-user limits of one envoy's report).
+    #[schema(value_type = Object)]
+    pub refused: sync::Overflow,
 }
 
 /// One user's synced files.
@@ -750,6 +930,7 @@ mod tests {
             addr: Some(IpAddr::from([10, 0, 0, n])),
             last_checkin: Some(i64::from(n)),
             enrolled_at: 1,
+            overflow: BTreeMap::new(),
         }
     }
 
@@ -966,7 +1147,7 @@ mod tests {
                 "bob": []
             }
         });
-        let (humans, users) = EnvoySync::from_traits("h1", &traits);
+        let (humans, users, _) = EnvoySync::from_traits("h1", &traits);
         assert_eq!(humans, BTreeSet::from(["alice".to_string(), "bob".to_string()]));
         assert_eq!(users.keys().collect::<Vec<_>>(), ["alice", "bob"]);
         let alice: Vec<(&String, i64)> = users["alice"].iter().map(|(n, e)| (n, e.mtime)).collect();
@@ -1126,5 +1307,85 @@ mod tests {
         assert!(sync.check_in("h2", None, ip(2), 1, 100).orders.is_empty());
         // A new incarnation of h2 gets it.
         assert_eq!(sync.check_in("h2", None, ip(2), 2, 101).orders.len(), 1);
+    }
+
+    // ---- what one envoy's report can do ----
+
+    const NS: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_far_future_mtime_is_clamped_and_a_later_real_edit_elsewhere_wins() {
+        let key = Arc::new(SigningKey::generate());
+        let sync = Vigosync::new(key.clone(), [], Vec::new());
+        let t0 = 1_000_000;
+        // A compromised h1 announces an empty file stamped in the year 2100.
+        let forged = FileEntry { size: 0, ..v("a.txt", 4_102_444_800 * NS, "ee") };
+        sync.check_in("h1", Some(&traits(&["alice"], &[("alice", vec![forged])])), ip(1), 1, t0);
+        sync.check_in("h2", Some(&traits(&["alice"], &[("alice", vec![])])), ip(2), 1, t0);
+        let order = sync.check_in("h2", None, ip(2), 1, t0).orders[0].verify(&key.public_key(), t0).expect("order");
+        assert_eq!(order.mtime, (t0 + MTIME_SKEW_SECS) * NS, "clamped to first seen plus skew");
+        // h2 received it, then alice really edits the file there, after the skew window.
+        let later = t0 + MTIME_SKEW_SECS + 60;
+        let received = FileEntry { size: 0, ..v("a.txt", (t0 + MTIME_SKEW_SECS) * NS, "ee") };
+        sync.check_in("h2", Some(&traits(&["alice"], &[("alice", vec![received])])), ip(2), 1, later - 10);
+        let edit = v("a.txt", (later - 5) * NS, "bb");
+        sync.check_in("h2", Some(&traits(&["alice"], &[("alice", vec![edit.clone()])])), ip(2), 1, later);
+        let status = sync.status(Some("alice"));
+        assert_eq!(status.users[0].files[0].winner, Some(Version::of(&edit)), "the real edit wins");
+        let h1 = sync.check_in("h1", None, ip(1), 1, later + 1);
+        let order = h1.orders[0].verify(&key.public_key(), later + 1).expect("order for h1");
+        assert_eq!((order.sha256.as_str(), order.source.as_str()), (edit.sha256.as_str(), "h2"));
+        // h1 repeating its forged stamp changes nothing, and neither does a restart
+        // from the stored traits and seen versions.
+        let forged_again = FileEntry { size: 0, ..v("a.txt", 4_102_444_800 * NS, "ee") };
+        let h1_traits = traits(&["alice"], &[("alice", vec![forged_again])]);
+        sync.check_in("h1", Some(&h1_traits), ip(1), 1, later + 2);
+        assert_eq!(sync.status(Some("alice")).users[0].files[0].winner, Some(Version::of(&edit)));
+        let seen = vec![SeenRow {
+            envoy: "h1".into(),
+            user: "alice".into(),
+            name: "a.txt".into(),
+            mtime: (t0 + MTIME_SKEW_SECS) * NS,
+            sha256: "ee".repeat(32),
+        }];
+        let h2_traits = traits(&["alice"], &[("alice", vec![edit.clone()])]);
+        let restored =
+            |name, traits| Restored { name, traits, revoked: false, enrolled_at: 1, last_checkin: Some(later) };
+        let again = Vigosync::new(key, [restored("h1", &h1_traits), restored("h2", &h2_traits)], seen);
+        assert_eq!(again.status(Some("alice")).users[0].files[0].winner, Some(Version::of(&edit)), "after a restart");
+    }
+
+    #[test]
+    fn one_envoy_announces_at_most_the_per_user_limits() {
+        let many: Vec<FileEntry> = (0..sync::MAX_FILES_PER_USER + 7)
+            .map(|i| FileEntry { size: 1, ..v(&format!("f{i:06}"), 1, "aa") })
+            .collect();
+        let (_, users, overflow) = EnvoySync::from_traits("h1", &traits(&["alice"], &[("alice", many)]));
+        assert_eq!(users["alice"].len(), sync::MAX_FILES_PER_USER);
+        assert!(
+            users["alice"].contains_key("f000000")
+                && !users["alice"].contains_key(&format!("f{:06}", sync::MAX_FILES_PER_USER))
+        );
+        assert_eq!(overflow["alice"].refused, sync::Overflow { files: 7, bytes: 7 });
+
+        // Thousands of 100 MB files: only MAX_BYTES_PER_USER worth count.
+        let huge: Vec<FileEntry> =
+            (0..300).map(|i| FileEntry { size: sync::MAX_FILE_SIZE, ..v(&format!("h{i:03}"), 1, "bb") }).collect();
+        let (_, users, overflow) = EnvoySync::from_traits("h1", &traits(&["alice"], &[("alice", huge)]));
+        let kept: u64 = users["alice"].values().map(|f| f.size).sum();
+        assert!(kept <= sync::MAX_BYTES_PER_USER && kept + sync::MAX_FILE_SIZE > sync::MAX_BYTES_PER_USER, "{kept}");
+        assert_eq!(overflow["alice"].refused.files, 300 - users["alice"].len() as u64);
+
+        // What an envoy says it left out and what the server refused both show in the status.
+        let sync = Vigosync::new(Arc::new(SigningKey::generate()), [], Vec::new());
+        let mut t =
+            traits(&["alice", "bob"], &[("alice", vec![FileEntry { size: 1, ..v("x", 1, "aa") }; 1]), ("bob", vec![])]);
+        t["vigosync_overflow"] = json!({"alice": {"files": 40000, "bytes": 0}, "nobody": {"files": 1, "bytes": 1}});
+        sync.check_in("h1", Some(&t), ip(1), 1, 100);
+        let status = sync.status(None);
+        assert_eq!(status.overflow.len(), 1, "{:?}", status.overflow);
+        assert_eq!((status.overflow[0].envoy.as_str(), status.overflow[0].user.as_str()), ("h1", "alice"));
+        assert_eq!(status.overflow[0].left_out, sync::Overflow { files: 40000, bytes: 0 });
+        assert!(sync.status(Some("bob")).overflow.is_empty());
     }
 }

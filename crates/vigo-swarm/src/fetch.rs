@@ -11,9 +11,19 @@
 //! the user) as they arrive, each chunk checked against its SHA-256 and the
 //! whole file against the order's; a damaged chunk is fetched again and a cut
 //! stream resumes where it stopped, in this call or (from the `.part`) a later
-//! one. The file replaces the name by `renameat` in the same directory, which
-//! swaps the directory entry: a symlink, FIFO or hard link placed at the name
-//! is replaced, never written through. A newer local version wins.
+//! one. The file takes the name by `renameat2` in the same directory, which
+//! swaps directory entries: a symlink, FIFO or hard link placed at the name
+//! is replaced, never written through. A newer local version wins, also when
+//! it is saved while the transfer finishes: the name is taken with
+//! `RENAME_NOREPLACE` when it was empty, else with `RENAME_EXCHANGE`, and the
+//! entry swapped out is compared with the one the decision was made on; if the
+//! user saved in between, the exchange is undone and her version stays
+//! ([`FetchOutcome::Conflict`]).
+//!
+//! A receiver never fills its disk: a transfer starts only while the file system
+//! keeps [`MIN_FREE_BYTES`] or [`MIN_FREE_PERCENT`] free (the larger) after every
+//! running transfer completes, and at most [`MAX_CONCURRENT_FETCHES`] transfers run
+//! at once; the others wait their turn.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -25,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
+use nix::fcntl::{AtFlags, RenameFlags, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
@@ -57,6 +67,31 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const WRITE_QUEUE_CHUNKS: usize = 4;
 /// Mode of a received file that does not replace one of the user's own.
 const NEW_FILE_MODE: u32 = 0o600;
+/// Free space a receive always leaves on the user's file system, in bytes…
+pub const MIN_FREE_BYTES: u64 = 1 << 30;
+/// …or as a share of its size, whichever is larger.
+pub const MIN_FREE_PERCENT: u64 = 5;
+/// Transfers one receiver runs at once; more orders wait for a slot.
+pub const MAX_CONCURRENT_FETCHES: usize = 4;
+/// Attempts to take the name when it keeps changing under the receiver.
+const REPLACE_ATTEMPTS: u32 = 3;
+
+/// The free space a receiver keeps: the larger of `min_bytes` and `percent` of the
+/// file system's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    pub min_bytes: u64,
+    pub percent: u64,
+}
+
+impl Default for Headroom {
+    fn default() -> Self {
+        Self { min_bytes: MIN_FREE_BYTES, percent: MIN_FREE_PERCENT }
+    }
+}
+
+/// Called between the receiver's last look at the name and the rename that takes it.
+pub type ReplaceHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Why a fetch did not leave the file in place.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +126,10 @@ pub enum FetchError {
     HashMismatch { path: PathBuf, expected: String, actual: String },
     #[error("{path}: replaced by something else during the transfer")]
     Raced { path: PathBuf },
+    #[error(
+        "{path}: not received: {needed} more bytes would leave {available} bytes free, under the {headroom}-byte headroom kept on this file system"
+    )]
+    NoSpace { path: PathBuf, needed: u64, available: u64, headroom: u64 },
     #[error("{path}: {errno}")]
     Sys { path: PathBuf, errno: Errno },
     #[error("{path}: {source}")]
@@ -121,6 +160,9 @@ pub enum FetchOutcome {
     AlreadyPresent { path: PathBuf },
     /// The name holds a newer version ([`crate::sync::newer`]); nothing was replaced.
     Superseded { path: PathBuf, local_mtime: i64 },
+    /// The name changed (the user saved) while the received file was being put in
+    /// place: the user's version was kept and the received one dropped.
+    Conflict { path: PathBuf },
 }
 
 /// Fetches vigosync files for this envoy.
@@ -133,6 +175,12 @@ pub struct Fetcher {
     max_attempts: u32,
     /// Partial files being written, by (uid, part name): one writer per `.part`.
     in_flight: Arc<Mutex<HashSet<(u32, String)>>>,
+    /// One permit per running transfer.
+    slots: Arc<tokio::sync::Semaphore>,
+    headroom: Headroom,
+    /// Bytes the running transfers have yet to write, counted against the free space.
+    reserved: Arc<Mutex<u64>>,
+    replace_hook: Option<ReplaceHook>,
 }
 
 impl Fetcher {
@@ -154,7 +202,34 @@ impl Fetcher {
             cache,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             in_flight: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            headroom: Headroom::default(),
+            reserved: Arc::default(),
+            replace_hook: None,
         }
+    }
+
+    /// At most `n` transfers at once (at least one).
+    #[must_use]
+    pub fn with_max_concurrent(mut self, n: usize) -> Self {
+        self.slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// Keeps `headroom` free instead of the default.
+    #[must_use]
+    pub fn with_headroom(mut self, headroom: Headroom) -> Self {
+        self.headroom = headroom;
+        self
+    }
+
+    /// Runs `hook` after the receiver last looked at the name and before it takes it:
+    /// lets tests put a user's save exactly in that window.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_replace_hook(mut self, hook: ReplaceHook) -> Self {
+        self.replace_hook = Some(hook);
+        self
     }
 
     /// At most `attempts` requests per fetch (at least one).
@@ -169,6 +244,7 @@ impl Fetcher {
     pub async fn fetch(&self, signed: &SignedOrder) -> Result<FetchOutcome, FetchError> {
         let order = signed.verify(&self.server_key, now_unix())?;
         let source_addr = self.check_order(&order)?;
+        let _slot = self.slots.acquire().await.map_err(|e| FetchError::Task(e.to_string()))?;
 
         let accounts = Arc::clone(&self.accounts);
         let user = order.user.clone();
@@ -191,11 +267,47 @@ impl Fetcher {
             Prepared::Part(part) => part,
         };
         let resumed_from = part.len;
+        let target = sync_path(&account).join(&order.name);
+        let _reservation = match self.reserve(&part, order.size - part.len, &target) {
+            Ok(r) => r,
+            Err(e) => {
+                if part.len == 0 {
+                    part.discard();
+                }
+                tracing::warn!(order = %order.id, error = %e, "vigosync transfer refused: disk space");
+                return Err(e);
+            }
+        };
         let (part, attempts) =
             if part.len < order.size { self.download(signed, &order, source_addr, part).await? } else { (part, 0) };
         let fetched = part.len - resumed_from;
         let cache = self.cache.clone();
-        blocking(move || finalize(part, &account, &order, &cache, fetched, resumed_from, attempts)).await?
+        let hook = self.replace_hook.clone();
+        blocking(move || finalize(part, &account, &order, &cache, (fetched, resumed_from, attempts), hook)).await?
+    }
+
+    /// Counts `needed` bytes against the free space of the part's file system, or
+    /// refuses when writing them (on top of what running transfers still write) would
+    /// eat into the headroom.
+    fn reserve(&self, part: &Part, needed: u64, target: &Path) -> Result<Reservation, FetchError> {
+        let vfs = nix::sys::statvfs::fstatvfs(&part.dir)
+            .map_err(|errno| FetchError::Sys { path: part.path.clone(), errno })?;
+        let unit = vfs.fragment_size();
+        let available = vfs.blocks_available().saturating_mul(unit);
+        let total = vfs.blocks().saturating_mul(unit);
+        let headroom = self.headroom.min_bytes.max(total / 100 * self.headroom.percent.min(100));
+        let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        let after = available.saturating_sub(*reserved).saturating_sub(needed);
+        if available.saturating_sub(*reserved) < needed || after < headroom {
+            return Err(FetchError::NoSpace {
+                path: target.to_path_buf(),
+                needed,
+                available: available.saturating_sub(*reserved),
+                headroom,
+            });
+        }
+        *reserved += needed;
+        Ok(Reservation { reserved: Arc::clone(&self.reserved), bytes: needed })
     }
 
     /// The receiver's checks on a genuine order; returns the source's address.
@@ -380,6 +492,19 @@ pub async fn connect_peer(
     Ok(SwarmClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// Gives back a transfer's share of the free space when it ends, however it ends.
+struct Reservation {
+    reserved: Arc<Mutex<u64>>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(PoisonError::into_inner);
+        *reserved = reserved.saturating_sub(self.bytes);
+    }
+}
+
 /// Releases a part file's claim when the fetch ends, however it ends.
 struct Claim {
     set: Arc<Mutex<HashSet<(u32, String)>>>,
@@ -540,11 +665,19 @@ fn prepare(
     Ok(Prepared::Part(Part { dir, path, name: part_name, file, hasher, len }))
 }
 
+/// The directory entry a decision was made on: the same object, unchanged, has the
+/// same identity (type, device, inode, size and modification time).
+type Identity = (u32, u64, u64, i64, i64, i64);
+
+fn identity(st: &FileStat) -> Identity {
+    (st.st_mode & SFlag::S_IFMT.bits(), st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec)
+}
+
 /// What is at the order's name now.
 enum Local {
-    /// Nothing, or something that is not the user's file (a symlink, FIFO, someone
-    /// else's file): the rename replaces the entry.
-    Replaceable,
+    /// Nothing (`None`), or something that is not the user's file (a symlink, FIFO,
+    /// someone else's file): the rename replaces the entry.
+    Replaceable(Option<Identity>),
     Directory,
     /// The user's regular file.
     File {
@@ -552,6 +685,7 @@ enum Local {
         key: FileKey,
         mode: u32,
         sha256: Option<String>,
+        id: Identity,
     },
 }
 
@@ -564,7 +698,7 @@ fn local_version(
 ) -> Result<Local, FetchError> {
     let st = match fstatat(dir.as_fd(), order.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(Local::Replaceable),
+        Err(Errno::ENOENT) => return Ok(Local::Replaceable(None)),
         Err(errno) => return Err(FetchError::Sys { path: target.to_path_buf(), errno }),
     };
     let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
@@ -572,15 +706,15 @@ fn local_version(
         return Ok(Local::Directory);
     }
     if fmt != SFlag::S_IFREG || st.st_uid != account.uid {
-        return Ok(Local::Replaceable);
+        return Ok(Local::Replaceable(Some(identity(&st))));
     }
     // Checked again on the handle: a swap after the stat yields `Replaceable`. No size
     // limit here: a big local file is still the user's, and may be the newer version.
     let Ok(Some((file, st))) = safe_fs::open_regular_at(dir, order.name.as_str(), false, target) else {
-        return Ok(Local::Replaceable);
+        return Ok(Local::Replaceable(Some(identity(&st))));
     };
     if st.st_uid != account.uid {
-        return Ok(Local::Replaceable);
+        return Ok(Local::Replaceable(Some(identity(&st))));
     }
     let key = FileKey::of(&st);
     let mode = st.st_mode & 0o777;
@@ -593,7 +727,7 @@ fn local_version(
         }
         None => None,
     };
-    Ok(Local::File { file, key, mode, sha256 })
+    Ok(Local::File { file, key, mode, sha256, id: identity(&st) })
 }
 
 /// The outcome when the name needs no transfer (or must not be replaced); `None`
@@ -606,7 +740,7 @@ fn settled(
     target: &Path,
 ) -> Result<Option<FetchOutcome>, FetchError> {
     match local_version(dir, account, order, cache, target)? {
-        Local::Replaceable => Ok(None),
+        Local::Replaceable(_) => Ok(None),
         Local::Directory => Err(FetchError::TargetIsDirectory { path: target.to_path_buf() }),
         Local::File { file, key, sha256, .. } => Ok(settle_file(&file, &key, sha256.as_deref(), order, target)?),
     }
@@ -691,16 +825,16 @@ fn write_chunks(mut part: Part, mut rx: mpsc::Receiver<Vec<u8>>) -> Result<Part,
     Ok(part)
 }
 
-/// Verifies the whole content, stamps it, and renames it over the name, unless the
-/// name meanwhile got a newer version, the same content, or a directory.
+/// Verifies the whole content, stamps it, and puts it at the name, unless the name
+/// meanwhile got a newer version, the same content, or a directory. The name is
+/// taken race-free: a user's save between the last look and the rename is kept.
 fn finalize(
     part: Part,
     account: &Account,
     order: &TransferOrder,
     cache: &HashCache,
-    fetched: u64,
-    resumed_from: u64,
-    attempts: u32,
+    (fetched, resumed_from, attempts): (u64, u64, u32),
+    hook: Option<ReplaceHook>,
 ) -> Result<FetchOutcome, FetchError> {
     let Part { dir, path, name: part_name, file, hasher, len } = part;
     let discard = || {
@@ -714,41 +848,120 @@ fn finalize(
         return Err(FetchError::HashMismatch { path, expected: order.sha256.clone(), actual });
     }
     let target = sync_path(account).join(&order.name);
-    // The name may have changed while the bytes were in flight: decide against it now.
-    let mode = match local_version(&dir, account, order, cache, &target) {
-        Ok(Local::Replaceable) => NEW_FILE_MODE,
-        Ok(Local::Directory) => {
-            discard();
-            return Err(FetchError::TargetIsDirectory { path: target });
-        }
-        Ok(Local::File { file: local, key, mode, sha256 }) => {
-            match settle_file(&local, &key, sha256.as_deref(), order, &target) {
-                Ok(None) => mode,
-                Ok(Some(done)) => {
-                    discard();
-                    return Ok(done);
-                }
-                Err(e) => {
-                    discard();
-                    return Err(e);
-                }
-            }
-        }
-        Err(e) => return Err(e),
-    };
     let sys = |errno| FetchError::Sys { path: path.clone(), errno };
     set_mtime(&file, order.mtime, &path)?;
-    fchmod(&file, Mode::from_bits_truncate(mode)).map_err(sys)?;
-    fsync(&file).map_err(sys)?;
-    safe_fs::rename_durably_at(&dir, part_name.as_str(), order.name.as_str(), &target)?;
-    // The part's name is the user's to change; make sure the rename moved our file.
-    let placed = fstatat(dir.as_fd(), order.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(|errno| FetchError::Sys { path: target.clone(), errno })?;
-    if (placed.st_dev, placed.st_ino) != (on_disk.st_dev, on_disk.st_ino) {
-        return Err(FetchError::Raced { path: target });
+    let ours = (on_disk.st_dev, on_disk.st_ino);
+    for _ in 0..REPLACE_ATTEMPTS {
+        // The name may have changed while the bytes were in flight: decide against it now.
+        let (mode, checked) = match local_version(&dir, account, order, cache, &target) {
+            Ok(Local::Replaceable(checked)) => (NEW_FILE_MODE, checked),
+            Ok(Local::Directory) => {
+                discard();
+                return Err(FetchError::TargetIsDirectory { path: target });
+            }
+            Ok(Local::File { file: local, key, mode, sha256, id }) => {
+                match settle_file(&local, &key, sha256.as_deref(), order, &target) {
+                    Ok(None) => (mode, Some(id)),
+                    Ok(Some(done)) => {
+                        discard();
+                        return Ok(done);
+                    }
+                    Err(e) => {
+                        discard();
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        fchmod(&file, Mode::from_bits_truncate(mode)).map_err(sys)?;
+        fsync(&file).map_err(sys)?;
+        if let Some(hook) = &hook {
+            hook();
+        }
+        match take_name(&dir, &part_name, &order.name, checked, ours, &target)? {
+            Taken::Placed => {
+                fsync(&dir).map_err(|errno| FetchError::Sys { path: target.clone(), errno })?;
+                tracing::info!(order = %order.id, path = %target.display(), fetched, resumed_from, "vigosync file received");
+                return Ok(FetchOutcome::Written { path: target, fetched, resumed_from, attempts });
+            }
+            Taken::Changed => {
+                // The user's version is back at the name, ours at the part name.
+                if entry_is(&dir, &part_name, ours) {
+                    discard();
+                }
+                tracing::warn!(order = %order.id, path = %target.display(), "vigosync: the file changed while being received; kept the local version");
+                return Ok(FetchOutcome::Conflict { path: target });
+            }
+            Taken::Again => {}
+            Taken::Raced => return Err(FetchError::Raced { path: target }),
+        }
     }
-    tracing::info!(order = %order.id, path = %target.display(), fetched, resumed_from, "vigosync file received");
-    Ok(FetchOutcome::Written { path: target, fetched, resumed_from, attempts })
+    Err(FetchError::Raced { path: target })
+}
+
+/// How taking the name went.
+enum Taken {
+    /// Our file is at the name; what was there before (as checked) is gone.
+    Placed,
+    /// What was at the name is no longer what was checked: the exchange was undone.
+    Changed,
+    /// The name filled or emptied before the rename: decide again.
+    Again,
+    /// The part file itself was swapped for something else: nothing was replaced.
+    Raced,
+}
+
+/// Puts the part file at `name`. An empty name is taken with `RENAME_NOREPLACE`, so
+/// an entry created meanwhile is never overwritten; an occupied one with
+/// `RENAME_EXCHANGE`, after which the entry swapped out must be the one `checked`,
+/// else the swap is undone.
+fn take_name(
+    dir: &OwnedFd,
+    part_name: &str,
+    name: &str,
+    checked: Option<Identity>,
+    ours: (u64, u64),
+    target: &Path,
+) -> Result<Taken, FetchError> {
+    let sys = |errno| FetchError::Sys { path: target.to_path_buf(), errno };
+    let Some(checked) = checked else {
+        return match renameat2(dir, part_name, dir, name, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) if entry_is(dir, name, ours) => Ok(Taken::Placed),
+            // Our part name held someone else's file: put it back, replace nothing.
+            Ok(()) => match renameat2(dir, name, dir, part_name, RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) | Err(_) => Ok(Taken::Raced),
+            },
+            Err(Errno::EEXIST) => Ok(Taken::Again),
+            Err(errno) => Err(sys(errno)),
+        };
+    };
+    match renameat2(dir, part_name, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => {
+            // The name was emptied meanwhile (or the part removed): look again.
+            return if entry_is(dir, part_name, ours) { Ok(Taken::Again) } else { Ok(Taken::Raced) };
+        }
+        Err(errno) => return Err(sys(errno)),
+    }
+    let placed_ours = entry_is(dir, name, ours);
+    let swapped_out = fstatat(dir.as_fd(), part_name, AtFlags::AT_SYMLINK_NOFOLLOW).ok();
+    if placed_ours && swapped_out.as_ref().is_some_and(|st| identity(st) == checked) {
+        // What was checked is what left the name: remove it (a symlink is removed
+        // itself, never followed).
+        match unlinkat(dir.as_fd(), part_name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => return Ok(Taken::Placed),
+            Err(errno) => return Err(sys(errno)),
+        }
+    }
+    // Swap back: whatever left the name returns to it.
+    renameat2(dir, part_name, dir, name, RenameFlags::RENAME_EXCHANGE).map_err(sys)?;
+    Ok(if placed_ours { Taken::Changed } else { Taken::Raced })
+}
+
+/// Whether `name` in `dir` is the object `(dev, ino)` (never following a symlink).
+fn entry_is(dir: &OwnedFd, name: &str, (dev, ino): (u64, u64)) -> bool {
+    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| (st.st_dev, st.st_ino) == (dev, ino))
 }
 
 fn set_mtime(file: &File, mtime_ns: i64, path: &Path) -> Result<(), FetchError> {

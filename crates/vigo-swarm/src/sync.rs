@@ -17,6 +17,47 @@ pub const DIR_NAME: &str = "vigosync";
 /// The trait's name.
 pub const TRAIT: &str = "vigosync";
 
+/// The trait that says, per user, what the envoy left out of [`TRAIT`] (limits below).
+pub const OVERFLOW_TRAIT: &str = "vigosync_overflow";
+
+/// Most files one user's directory contributes to an envoy's report; the server
+/// ignores any beyond this from one envoy.
+pub const MAX_FILES_PER_USER: usize = 5_000;
+
+/// Most content bytes one user's reported files may total on one envoy; the server
+/// ignores the files beyond this from one envoy.
+pub const MAX_BYTES_PER_USER: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Most bytes one user's entries take in the encoded trait.
+pub const MAX_TRAIT_BYTES_PER_USER: usize = 2 * 1024 * 1024;
+
+/// Most bytes the whole encoded trait takes in one check-in, shared fairly between
+/// users: far under the server's 16 MiB message limit, with the other traits and the
+/// queued reports.
+pub const MAX_TRAIT_BYTES: usize = 6 * 1024 * 1024;
+
+/// What was left out of one user's report: files (in name order, after the last one
+/// carried) and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overflow {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Overflow {
+    pub fn is_empty(&self) -> bool {
+        self.files == 0
+    }
+
+    pub fn add(&mut self, files: u64, bytes: u64) {
+        self.files = self.files.saturating_add(files);
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+}
+
+/// The overflow trait: user → what was left out.
+pub type OverflowTrait = BTreeMap<String, Overflow>;
+
 /// One synced file version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -38,9 +79,50 @@ pub fn newer(a: &FileEntry, b: &FileEntry) -> bool {
 }
 
 /// A file name vigosync accepts: one path component, not hidden, at most 255 bytes,
-/// no NUL, no `/`.
+/// no `/`, and printable throughout ([`printable_name`]): a name travels to other
+/// envoys and ends up on terminals (`vigo status`, `vigocli swarm sync status`).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 255 && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
+    !name.is_empty() && name.len() <= 255 && !name.starts_with('.') && !name.contains('/') && printable_name(name)
+}
+
+/// Whether every character of `name` prints as itself: no control characters (C0,
+/// DEL, C1: escape sequences, newlines, NUL) and no invisible formatting characters
+/// that reorder or hide text (bidirectional overrides, zero-width characters, line
+/// and paragraph separators, the byte-order mark).
+pub fn printable_name(name: &str) -> bool {
+    name.chars().all(|c| !unprintable(c))
+}
+
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
+/// `text` made safe for a terminal: every character [`printable_name`] refuses, and
+/// the backslash itself, is written as a Rust-style escape (`\u{1b}`, `\n`, `\\`),
+/// so a name received from elsewhere can never move the cursor, clear the screen or
+/// fake a line of output.
+pub fn escape_unprintable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -57,10 +139,31 @@ mod tests {
             ("..", false),
             ("a/b", false),
             ("a\0b", false),
+            ("\x1b[2J", false),
+            ("two\nlines", false),
+            ("tab\there", false),
+            ("del\x7f", false),
+            ("c1\u{9b}31m", false),
+            ("evil\u{202e}txt.exe", false),
+            ("zero\u{200b}width", false),
+            ("café ünïcode 日本", true),
             (&"x".repeat(255), true),
             (&"x".repeat(256), false),
         ] {
             assert_eq!(valid_name(name), ok, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn escaping_leaves_nothing_a_terminal_acts_on() {
+        assert_eq!(escape_unprintable("plain name.txt"), "plain name.txt");
+        assert_eq!(escape_unprintable("日本"), "日本");
+        assert_eq!(escape_unprintable("\x1b[2J\nx"), "\\u{1b}[2J\\nx");
+        assert_eq!(escape_unprintable("a\\u{1b}"), "a\\\\u{1b}", "a backslash cannot fake an escape");
+        assert_eq!(escape_unprintable("r\u{202e}l\u{9b}"), "r\\u{202e}l\\u{9b}");
+        for c in (0u32..0x110000).filter_map(char::from_u32) {
+            let shown = escape_unprintable(&c.to_string());
+            assert!(printable_name(&shown), "{c:?} escapes to printable text");
         }
     }
 

@@ -160,3 +160,73 @@ fn unchanged_files_are_hashed_once_and_changes_are_seen() {
     later.scan(std::slice::from_ref(&alice));
     assert_eq!(loaded.len(), 1);
 }
+
+#[test]
+fn names_that_would_act_on_a_terminal_are_not_offered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let alice = account(tmp.path(), "alice", FIRST_UID);
+    let dir = opt_in(&alice);
+    let ok = put(&dir, "fine.txt", b"ok", alice.uid);
+    let hostile = ["\x1b[2J\x1b[Hclear", "two\nlines", "bell\x07", "csi\u{9b}31m", "rtl\u{202e}gpj.exe"];
+    for name in hostile {
+        put(&dir, name, b"payload", alice.uid);
+    }
+    let result = Scanner::default().scan(std::slice::from_ref(&alice));
+    assert_eq!(result.trait_["alice"], [entry(&ok, b"ok")], "only the printable name is offered");
+    let mut skipped = result.skipped["alice"].clone();
+    skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut expected: Vec<Skipped> =
+        hostile.iter().map(|n| Skipped { name: n.to_string(), reason: SkipReason::Unprintable }).collect();
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(skipped, expected);
+    assert_eq!(SkipReason::Unprintable.as_str(), "unprintable_name");
+}
+
+/// About 45,000 empty files with 250-byte names in one user's directory (the attack
+/// that once made every check-in exceed the server's message limit): the trait stays
+/// bounded, the overflow is counted, and another user's file is still offered.
+#[test]
+fn a_huge_directory_yields_a_bounded_trait_and_never_crowds_out_another_user() {
+    use vigo_swarm::sync::{MAX_FILES_PER_USER, MAX_TRAIT_BYTES, MAX_TRAIT_BYTES_PER_USER};
+    const FLOOD: usize = 45_000;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let alice = account(tmp.path(), "alice", FIRST_UID);
+    let bob = account(tmp.path(), "bob", FIRST_UID + 1);
+    let dir = opt_in(&alice);
+    for i in 0..FLOOD {
+        let name = format!("{i:06}{}", "n".repeat(244));
+        assert_eq!(name.len(), 250);
+        put(&dir, &name, b"", alice.uid);
+    }
+    let bobs = put(&opt_in(&bob), "zzz-bob.txt", b"bob's file", bob.uid);
+
+    let result = Scanner::default().scan(&[alice.clone(), bob.clone()]);
+    let encoded = serde_json::to_vec(&result.trait_).expect("json").len();
+    assert!(encoded <= MAX_TRAIT_BYTES, "the trait is {encoded} bytes");
+    let alices = serde_json::to_vec(&result.trait_["alice"]).expect("json").len();
+    assert!(alices <= MAX_TRAIT_BYTES_PER_USER, "alice's part is {alices} bytes");
+    assert!(!result.trait_["alice"].is_empty() && result.trait_["alice"].len() <= MAX_FILES_PER_USER);
+    assert_eq!(result.trait_["bob"], [entry(&bobs, b"bob's file")], "bob's file is still offered");
+    let left_out = result.overflow["alice"];
+    assert_eq!(left_out.files as usize + result.trait_["alice"].len(), FLOOD, "every file is carried or counted");
+    assert!(!result.overflow.contains_key("bob"));
+    // The first files by name are the ones carried.
+    assert!(result.trait_["alice"][0].name.starts_with("000000"));
+    // The local record stays small too: nothing was skipped, so nothing is listed.
+    assert!(result.skipped.is_empty() && result.skipped_more.is_empty());
+}
+
+/// Thousands of entries that are skipped (hidden names) are counted, not all listed.
+#[test]
+fn skipped_entries_are_listed_up_to_a_bound() {
+    use vigo_swarm::scan::MAX_SKIPPED_LISTED;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let alice = account(tmp.path(), "alice", FIRST_UID);
+    let dir = opt_in(&alice);
+    for i in 0..MAX_SKIPPED_LISTED + 250 {
+        put(&dir, format!(".hidden-{i}"), b"", alice.uid);
+    }
+    let result = Scanner::default().scan(std::slice::from_ref(&alice));
+    assert_eq!(result.skipped["alice"].len(), MAX_SKIPPED_LISTED);
+    assert_eq!(result.skipped_more["alice"], 250);
+}

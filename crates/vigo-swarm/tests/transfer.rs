@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -675,4 +675,150 @@ async fn a_local_file_over_the_limit_is_still_a_version() {
     assert!(matches!(outcome, FetchOutcome::Written { .. }), "{outcome:?}");
     assert_eq!(fs::read(&local).expect("read"), b"small older copy");
     fleet.stop().await;
+}
+
+/// A hook that runs `f` the first time the receiver is about to take the name.
+fn once(f: impl Fn() + Send + Sync + 'static) -> vigo_swarm::fetch::ReplaceHook {
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move || {
+        if !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            f();
+        }
+    })
+}
+
+fn part_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect()
+}
+
+/// The user saves between the receiver's last look at the name and its rename (made
+/// deterministic by the replace hook): in place, editor-style (temp + rename), or as
+/// a new file where there was none. Her save survives every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_between_the_last_check_and_the_rename_survives() {
+    let fleet = Fleet::start().await;
+    let older = UNIX_EPOCH + Duration::from_nanos(MTIME as u64 - 5_000_000_000);
+    type Save = fn(&Path);
+    let in_place: Save = |path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .expect("open")
+            .write_all_at(b"user's save", 0)
+            .expect("save");
+    };
+    let editor: Save = |path| {
+        let tmp = path.with_file_name(".notes.swp");
+        fs::write(&tmp, b"user's save").expect("temp");
+        chown(&tmp, ALICE_H2);
+        fs::rename(&tmp, path).expect("editor rename");
+    };
+    let create: Save = |path| {
+        fs::write(path, b"user's save").expect("new file");
+        chown(path, ALICE_H2);
+    };
+    for (what, existed, save, conflict) in [
+        ("in place", true, in_place, true),
+        ("editor rename", true, editor, true),
+        ("new file where there was none", false, create, false),
+    ] {
+        let name = format!("notes-{}.txt", what.len());
+        let order = fleet.publish(&name, b"incoming, older than the user's save");
+        let local = fleet.h2.sync.join(&name);
+        if existed {
+            fs::write(&local, b"old local").expect("local");
+            chown(&local, ALICE_H2);
+            fs::File::options().write(true).open(&local).expect("open").set_modified(older).expect("mtime");
+        }
+        let target = local.clone();
+        let fetcher = fleet.fetcher().with_replace_hook(once(move || save(&target)));
+        let outcome = fetcher.fetch(&fleet.sign(&order)).await.expect(what);
+        if conflict {
+            assert!(matches!(outcome, FetchOutcome::Conflict { .. }), "{what}: {outcome:?}");
+        } else {
+            // The name filled before the rename: decided again, and her file is newer.
+            assert!(matches!(outcome, FetchOutcome::Superseded { .. }), "{what}: {outcome:?}");
+        }
+        assert_eq!(fs::read(&local).expect("read"), b"user's save", "{what}: the user's save is kept");
+        assert_eq!(fs::symlink_metadata(&local).expect("meta").uid(), ALICE_H2, "{what}");
+        assert!(part_files(&fleet.h2.sync).is_empty(), "{what}: the received copy is dropped");
+    }
+    // The same hook with no save in the window: the older local file is replaced.
+    let order = fleet.publish("plain.txt", b"incoming");
+    let local = fleet.h2.sync.join("plain.txt");
+    fs::write(&local, b"old local").expect("local");
+    chown(&local, ALICE_H2);
+    fs::File::options().write(true).open(&local).expect("open").set_modified(older).expect("mtime");
+    let fetcher = fleet.fetcher().with_replace_hook(once(|| {}));
+    let outcome = fetcher.fetch(&fleet.sign(&order)).await.expect("plain");
+    assert!(matches!(outcome, FetchOutcome::Written { .. }), "{outcome:?}");
+    assert_eq!(fs::read(&local).expect("read"), b"incoming");
+    assert!(part_files(&fleet.h2.sync).is_empty());
+    fleet.stop().await;
+}
+
+/// A receive that would eat into the free-space headroom is refused before a byte is
+/// fetched; with room left it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_would_leave_too_little_free_space_is_refused() {
+    use vigo_swarm::fetch::Headroom;
+    let fleet = Fleet::start().await;
+    let bytes = content(MIB);
+    let order = fleet.publish("big.bin", &bytes);
+    let vfs = nix::sys::statvfs::statvfs(&fleet.h2.sync).expect("statvfs");
+    let available = vfs.blocks_available() * vfs.fragment_size();
+    for headroom in [Headroom { min_bytes: available, percent: 0 }, Headroom { min_bytes: 0, percent: 100 }] {
+        let err = fleet.fetcher().with_headroom(headroom).fetch(&fleet.sign(&order)).await.expect_err("refused");
+        let FetchError::NoSpace { needed, .. } = &err else { panic!("{headroom:?}: {err}") };
+        assert_eq!(*needed, bytes.len() as u64);
+        assert!(err.to_string().contains("headroom") && err.to_string().contains("big.bin"), "{err}");
+        assert!(!fleet.h2.sync.join("big.bin").exists());
+        assert!(part_files(&fleet.h2.sync).is_empty(), "no partial file is left");
+    }
+    assert!(fleet.served().is_empty(), "nothing was fetched");
+    let room = Headroom { min_bytes: 0, percent: 0 };
+    let outcome = fleet.fetcher().with_headroom(room).fetch(&fleet.sign(&order)).await.expect("room enough");
+    assert!(matches!(outcome, FetchOutcome::Written { .. }), "{outcome:?}");
+    assert_received(&fleet, "big.bin", &bytes);
+    // The default keeps at least a GiB free.
+    assert_eq!(Headroom::default(), Headroom { min_bytes: 1 << 30, percent: 5 });
+    fleet.stop().await;
+}
+
+/// Many orders at once: the receiver runs only its bounded number of transfers, the
+/// rest wait, and all of them land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_runs_a_bounded_number_of_transfers_at_once() {
+    let fleet = Arc::new(Fleet::start().await);
+    let fetcher = Arc::new(fleet.fetcher().with_max_concurrent(2));
+    let mut tasks = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let name = format!("f{i}.bin");
+        let bytes = content(6 * MIB + i);
+        let signed = fleet.sign(&fleet.publish(&name, &bytes));
+        files.push((name, bytes));
+        let fetcher = Arc::clone(&fetcher);
+        tasks.push(tokio::spawn(async move { fetcher.fetch(&signed).await }));
+    }
+    let mut most = 0;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        most = most.max(fleet.state.active_transfers());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for t in tasks {
+        let outcome = t.await.expect("task").expect("fetch");
+        assert!(matches!(outcome, FetchOutcome::Written { .. }), "{outcome:?}");
+    }
+    assert!(most <= 2, "{most} transfers ran at once");
+    assert!(most >= 1, "transfers were observed");
+    for (name, bytes) in &files {
+        assert_received(&fleet, name, bytes);
+    }
+    Arc::try_unwrap(fleet).ok().expect("sole owner").stop().await;
 }

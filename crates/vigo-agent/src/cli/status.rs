@@ -92,41 +92,94 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// A string from the vigosync record, safe to print: file names come from users'
+/// directories and transfer orders from other envoys, so nothing in them may reach
+/// the terminal unescaped.
+fn shown(v: &Value) -> String {
+    v.as_str().map_or_else(|| "?".to_string(), vigo_swarm::sync::escape_unprintable)
+}
+
 fn print_vigosync(v: &Value) {
+    let mut out = String::new();
+    write_vigosync(&mut out, v);
+    print!("{out}");
+}
+
+/// The human form of the vigosync record; every name and message in it is escaped.
+pub fn write_vigosync(out: &mut String, v: &Value) {
+    use std::fmt::Write as _;
     let users = v["users"].as_object().filter(|u| !u.is_empty());
     let outgoing = v["outgoing"].as_u64().unwrap_or(0);
     let incoming = v["incoming"].as_object().filter(|i| !i.is_empty());
     if users.is_none() && incoming.is_none() && outgoing == 0 {
-        println!("vigosync:        no user has ~/vigosync");
+        let _ = writeln!(out, "vigosync:        no user has ~/vigosync");
         return;
     }
-    println!("vigosync:");
+    let _ = writeln!(out, "vigosync:");
     for (user, u) in users.into_iter().flatten() {
+        let user = vigo_swarm::sync::escape_unprintable(user);
         match u["problem"].as_str() {
-            Some(p) => println!("  {user}: not synced: {p}"),
-            None => println!("  {user}: {} files, {} bytes", u["files"], u["bytes"]),
+            Some(_) => {
+                let _ = writeln!(out, "  {user}: not synced: {}", shown(&u["problem"]));
+            }
+            None => {
+                let _ = writeln!(out, "  {user}: {} files, {} bytes", u["files"], u["bytes"]);
+            }
         }
         for skipped in u["skipped"].as_array().into_iter().flatten() {
-            println!(
-                "    skipped {} ({})",
-                skipped["name"].as_str().unwrap_or("?"),
-                skipped["reason"].as_str().unwrap_or("?")
+            let _ = writeln!(out, "    skipped {} ({})", shown(&skipped["name"]), shown(&skipped["reason"]));
+        }
+        if let Some(more) = u["skipped_more"].as_u64().filter(|n| *n > 0) {
+            let _ = writeln!(out, "    skipped {more} more entries");
+        }
+        if let Some(files) = u["overflow"]["files"].as_u64().filter(|n| *n > 0) {
+            let _ = writeln!(
+                out,
+                "    left out: {files} files ({} bytes) over the vigosync limits; they are not synced",
+                u["overflow"]["bytes"].as_u64().unwrap_or(0)
             );
         }
     }
     for i in incoming.into_iter().flat_map(|m| m.values()) {
-        let what = format!(
-            "{}/{} from {}",
-            i["user"].as_str().unwrap_or("?"),
-            i["name"].as_str().unwrap_or("?"),
-            i["source"].as_str().unwrap_or("?")
-        );
+        let what = format!("{}/{} from {}", shown(&i["user"]), shown(&i["name"]), shown(&i["source"]));
         match i["error"].as_str() {
-            Some(e) => println!("  incoming {what}: failed ({e})"),
-            None => println!("  incoming {what}: {}", i["state"].as_str().unwrap_or("?")),
+            Some(_) => {
+                let _ = writeln!(out, "  incoming {what}: failed ({})", shown(&i["error"]));
+            }
+            None => {
+                let _ = writeln!(out, "  incoming {what}: {}", shown(&i["state"]));
+            }
         }
     }
     if outgoing > 0 {
-        println!("  outgoing: {outgoing} transfers being served at the last check-in");
+        let _ = writeln!(out, "  outgoing: {outgoing} transfers being served at the last check-in");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_reach_the_terminal_escaped() {
+        let hostile = "\x1b[2J\x1b[Hfake\nvigosync:        all good\u{9b}1m\u{202e}";
+        let record = json!({
+            "users": {
+                "alice": {"dir": "/home/alice/vigosync", "files": 0, "bytes": 0,
+                          "skipped": [{"name": hostile, "reason": "unprintable_name"}]},
+                hostile: {"problem": hostile, "files": 0, "bytes": 0, "skipped": []}
+            },
+            "incoming": {"k": {"user": hostile, "name": hostile, "source": hostile, "sha256": "ab",
+                               "size": 1, "state": hostile, "error": hostile, "attempts": 1, "updated_at": 1}},
+            "outgoing": 0
+        });
+        let mut out = String::new();
+        write_vigosync(&mut out, &record);
+        assert!(out.contains("skipped \\u{1b}[2J\\u{1b}[Hfake\\nvigosync:"), "{out}");
+        let bad: Vec<char> = out.chars().filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}').collect();
+        assert!(bad.is_empty(), "unescaped {bad:?} in {out:?}");
+        // Every name and message stays on its own line: no forged lines.
+        assert_eq!(out.lines().count(), 5, "{out}");
+        assert!(out.lines().all(|l| l == "vigosync:" || l.starts_with("  ")), "{out}");
     }
 }

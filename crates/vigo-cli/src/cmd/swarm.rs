@@ -29,6 +29,23 @@ pub enum SyncCommand {
 #[derive(Deserialize)]
 struct Status {
     users: Vec<User>,
+    #[serde(default)]
+    overflow: Vec<Overflow>,
+}
+
+/// Files of one user on one envoy that do not take part (over the limits).
+#[derive(Deserialize)]
+struct Overflow {
+    envoy: String,
+    user: String,
+    left_out: Count,
+    refused: Count,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    files: u64,
+    bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +98,10 @@ async fn status(client: &Client, user: Option<&str>, format: Format) -> anyhow::
         return Ok(0);
     }
     let status: Status = output::decode(body, "vigosync status")?;
+    if !status.overflow.is_empty() {
+        let rows = status.overflow.iter().map(overflow_row).collect();
+        println!("{}\n", output::table(&["ENVOY", "USER", "LEFT OUT BY ENVOY", "REFUSED BY SERVER"], rows));
+    }
     if status.users.iter().all(|u| u.files.is_empty()) {
         match user {
             Some(u) => println!("no vigosync files for {u}"),
@@ -100,6 +121,13 @@ async fn status(client: &Client, user: Option<&str>, format: Format) -> anyhow::
     Ok(0)
 }
 
+/// Files that do not sync: what the envoy left out, what the server refused.
+fn overflow_row(o: &Overflow) -> Vec<String> {
+    let count =
+        |c: &Count| if c.files == 0 { "-".to_string() } else { format!("{} files, {} bytes", c.files, c.bytes) };
+    vec![o.envoy.clone(), o.user.clone(), count(&o.left_out), count(&o.refused)]
+}
+
 /// One envoy's copy: what it holds, or for a deleted copy the version it last had.
 fn row(user: &str, file: &File, e: &EnvoyFile) -> Vec<String> {
     let mut state = e.state.clone();
@@ -115,4 +143,30 @@ fn row(user: &str, file: &File, e: &EnvoyFile) -> Vec<String> {
         version.map_or_else(|| "-".into(), |v| v.sha256.chars().take(12).collect()),
         version.map_or_else(|| "-".into(), |v| output::when(v.mtime.div_euclid(1_000_000_000))),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_remote_name_is_printed_escaped() {
+        let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\nalice  x.txt  h9  current";
+        let status: Status = serde_json::from_value(serde_json::json!({"users": [{
+            "user": hostile,
+            "files": [{
+                "name": hostile,
+                "envoys": [{"envoy": hostile, "state": "outdated",
+                            "held": {"sha256": "ab".repeat(32), "mtime": 1}, "seen": null}],
+                "pending": [{"target": hostile, "source": hostile}]
+            }]
+        }]}))
+        .expect("status");
+        let (u, f) = (&status.users[0], &status.users[0].files[0]);
+        let out =
+            output::table(&["USER", "FILE", "ENVOY", "STATE", "SHA256", "MTIME"], vec![row(&u.user, f, &f.envoys[0])]);
+        assert_eq!(out.lines().count(), 2, "no forged rows: {out}");
+        assert!(out.chars().all(|c| c == '\n' || !c.is_control()), "{out:?}");
+        assert!(out.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\nalice"), "{out}");
+    }
 }
