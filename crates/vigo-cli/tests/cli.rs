@@ -376,11 +376,14 @@ fn swarm_sync_status_table_and_json() {
     let traits = |user: &str, files: Value| serde_json::json!({"users": {"human": [user]}, "vigosync": {user: files}});
     let ip = |n: u8| Some(std::net::IpAddr::from([198, 18, 0, n]));
     let sync = &s.server.vigosync;
-    sync.check_in("h1", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS, "bb")]))), ip(1), 1, 100);
-    sync.check_in("h2", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS - 10, "aa")]))), ip(2), 1, 100);
-    sync.check_in("h3", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS, "bb")]))), ip(3), 1, 100);
-    sync.check_in("h3", Some(&traits("alice", serde_json::json!([]))), ip(3), 1, 101);
-    sync.check_in("h4", Some(&traits("bob", serde_json::json!([entry(NEW_YEAR_NS, "cc")]))), ip(4), 1, 100);
+    // The server sees the versions a minute after they were written (it counts no
+    // version as newer than when it first saw it).
+    let seen = NEW_YEAR_NS / 1_000_000_000 + 60;
+    sync.check_in("h1", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS, "bb")]))), ip(1), 1, seen);
+    sync.check_in("h2", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS - 10, "aa")]))), ip(2), 1, seen);
+    sync.check_in("h3", Some(&traits("alice", serde_json::json!([entry(NEW_YEAR_NS, "bb")]))), ip(3), 1, seen);
+    sync.check_in("h3", Some(&traits("alice", serde_json::json!([]))), ip(3), 1, seen + 1);
+    sync.check_in("h4", Some(&traits("bob", serde_json::json!([entry(NEW_YEAR_NS, "cc")]))), ip(4), 1, seen);
 
     let all = s.json(&["swarm", "sync", "status", "--json"]);
     let users: Vec<&str> = all["users"].as_array().expect("users").iter().filter_map(|u| u["user"].as_str()).collect();
