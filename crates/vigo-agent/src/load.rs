@@ -212,6 +212,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_multi_line_secret_is_redacted_on_every_line_of_another_resources_diff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = AgentPaths { etc: dir.path().join("etc"), state: dir.path().join("state") };
+        std::fs::create_dir_all(&paths.state).expect("state");
+        let id = vigo_pki::AgeIdentity::generate();
+        id.save(&paths.age_key()).expect("save key");
+        const KEY: &str = "Zm9vYmFyLWtleS1vbmU\nc2Vjb25kLWxpbmUtdHdv\nq7";
+        let sealed = vigo_pki::seal::seal(&id.recipient(), KEY.as_bytes()).expect("seal");
+        let payload = serde_json::json!({"secrets": {"tls/key": base64::engine::general_purpose::STANDARD.encode(sealed)}});
+        let secrets = RunSecrets::from_payload(&paths, &serde_json::to_vec(&payload).expect("json"));
+        let pem = dir.path().join("key.pem");
+        // The second resource holds no reference, so only the scrubber stands between its
+        // diff (whose context lines are the key's lines) and the report.
+        let module = format!(
+            "name: m\nresources:\n  - name: key\n    type: file\n    target_path: {0}\n    content: \"secret:tls/key\"\n  - name: mark\n    type: file_line\n    path: {0}\n    line: \"# managed\"\n    depends_on: [key]\n",
+            pem.display()
+        );
+        let (config, plan) = compile(&module).expect("valid");
+        let registry = Registry::builtin();
+        let traits = serde_json::json!({});
+        let mut report =
+            Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }.run_with_secrets(&config, &plan, &secrets);
+        let diff = report.resources[1].diff.clone().expect("the edit has a diff");
+        assert!(KEY.lines().all(|l| diff.contains(l)), "the unscrubbed diff shows the key's lines: {diff}");
+        report.scrub(&secrets.scrubber());
+        let json = serde_json::to_string(&report).expect("json");
+        let diff = report.resources[1].diff.clone().expect("diff");
+        for line in KEY.lines() {
+            let shown = diff.lines().filter(|l| l.trim_start_matches(['+', '-', ' ']).trim() == line).count();
+            assert_eq!(shown, 0, "{line:?} is still a line of the diff: {diff}");
+        }
+        assert!(!json.contains("Zm9vYmFy") && !json.contains("c2Vjb25k"), "{json}");
+        assert!(diff.contains("+# managed"), "the rest of the diff stays readable: {diff}");
+        assert_eq!(std::fs::read_to_string(&pem).expect("pem"), format!("{KEY}\n# managed\n"));
+    }
+
     /// Paths with a sealed `app/db`, a withheld `app/gone` and an undecryptable `app/bad`.
     fn sealed_payload(dir: &Path) -> (AgentPaths, Vec<u8>) {
         let paths = AgentPaths { etc: dir.join("etc"), state: dir.join("state") };
