@@ -40,6 +40,10 @@ pub struct ResourceReport {
     /// Output tail of a command the resource ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// What the executor left alone on purpose and the operator should know (e.g. a
+    /// hard-linked file a recursive `directory` did not change); any status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -107,7 +111,7 @@ impl ResourceReport {
                 *v = REDACTED.to_string();
             }
         }
-        for text in [&mut self.diff, &mut self.output].into_iter().flatten() {
+        for text in [&mut self.diff, &mut self.output].into_iter().flatten().chain(&mut self.warnings) {
             *text = REDACTED.to_string();
         }
     }
@@ -132,6 +136,7 @@ impl Report {
             for t in [&mut r.diff, &mut r.error, &mut r.reason, &mut r.output].into_iter().flatten() {
                 clean(t);
             }
+            r.warnings.iter_mut().for_each(clean);
         }
     }
 }
@@ -332,6 +337,7 @@ mod tests {
                 error: Some("cannot write hunter2".into()),
                 reason: None,
                 output: Some(STANDARD.encode("hunter2")),
+                warnings: vec!["/srv/hunter2: has 2 hard links".into()],
                 duration_ms: 1,
             }],
             1,
@@ -340,7 +346,7 @@ mod tests {
         report.scrub(&s);
         let json = serde_json::to_string(&report).expect("json");
         assert!(!json.contains("hunter2") && !json.contains(&STANDARD.encode("hunter2")), "{json}");
-        assert_eq!(json.matches("[redacted]").count(), 5, "{json}");
+        assert_eq!(json.matches("[redacted]").count(), 6, "{json}");
         let mut v = serde_json::json!({"a": ["x hunter2"], "hunter2": {"b": 1}});
         s.scrub_json(&mut v);
         assert_eq!(v, serde_json::json!({"a": ["x [redacted]"], "[redacted]": {"b": 1}}));
@@ -358,6 +364,7 @@ mod tests {
             error: None,
             reason: None,
             output: Some("out".into()),
+            warnings: vec!["w".into()],
             duration_ms: 0,
         };
         r.redact();
@@ -367,6 +374,7 @@ mod tests {
         assert!(json["changes"][1].get("from").is_none(), "absent values stay absent");
         assert_eq!(json["diff"], "[redacted]");
         assert_eq!(json["output"], "[redacted]");
+        assert_eq!(json["warnings"][0], "[redacted]");
         assert_eq!(json["changes"][0]["attribute"], "mode", "attributes stay visible");
     }
 }

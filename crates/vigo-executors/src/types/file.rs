@@ -554,6 +554,32 @@ impl WantAttrs {
         kind: Kind,
         path: &Path,
     ) -> Result<(), ExecError> {
+        self.apply_checked(dir, name, current, kind, path, false).map(|_| ())
+    }
+
+    /// Like [`WantAttrs::apply_to`] for a regular file met by a recursive walk, which must
+    /// not reach outside the tree: a file with more than one link (judged on the open
+    /// handle, so a link made after the walk looked is caught too) is left alone, and its
+    /// link count returned.
+    pub fn apply_to_sole_link(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        current: &Meta,
+        path: &Path,
+    ) -> Result<Option<u64>, ExecError> {
+        self.apply_checked(dir, name, current, Kind::File, path, true)
+    }
+
+    fn apply_checked(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        current: &Meta,
+        kind: Kind,
+        path: &Path,
+        sole_link: bool,
+    ) -> Result<Option<u64>, ExecError> {
         let (uid, gid) = self.ids(path)?;
         let uid = uid.filter(|u| *u != current.uid);
         let gid = gid.filter(|g| *g != current.gid);
@@ -563,17 +589,21 @@ impl WantAttrs {
             mode = Some(current.mode);
         }
         if uid.is_none() && gid.is_none() && mode.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let fd = match kind {
             Kind::Dir => safe_fs::open_subdir(dir, name, path)?,
             _ => safe_fs::open_for_attrs(dir, name, path)?,
         };
-        if safe_fs::meta_of(&fd, path)?.kind != kind {
+        let opened = safe_fs::meta_of(&fd, path)?;
+        if opened.kind != kind {
             return Err(ExecError::failed(format!("{}: changed while being updated; not touching it", path.display())));
         }
+        if sole_link && opened.nlink > 1 {
+            return Ok(Some(opened.nlink));
+        }
         safe_fs::set_attrs(&fd, uid, gid, mode, path)?;
-        Ok(())
+        Ok(None)
     }
 }
 
