@@ -202,12 +202,17 @@ mod tests {
         let (config, plan) = compile(&module).expect("valid");
         let registry = Registry::builtin();
         let traits = serde_json::json!({});
-        let report =
-            Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }.run_with_secrets(&config, &plan, &secrets);
+        let report = Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }
+            .run_with_secrets(&config, &plan, &secrets);
         for (r, path) in report.resources.iter().zip([&new, &old]) {
             assert_eq!(r.status, Status::Changed, "{r:?}");
             let meta = std::fs::metadata(path).expect("written");
-            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777, 0o600, "{}", path.display());
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+                0o600,
+                "{}",
+                path.display()
+            );
             assert_eq!(std::fs::read_to_string(path).expect("read"), "v4lue-db");
         }
     }
@@ -221,7 +226,8 @@ mod tests {
         id.save(&paths.age_key()).expect("save key");
         const KEY: &str = "Zm9vYmFyLWtleS1vbmU\nc2Vjb25kLWxpbmUtdHdv\nq7";
         let sealed = vigo_pki::seal::seal(&id.recipient(), KEY.as_bytes()).expect("seal");
-        let payload = serde_json::json!({"secrets": {"tls/key": base64::engine::general_purpose::STANDARD.encode(sealed)}});
+        let payload =
+            serde_json::json!({"secrets": {"tls/key": base64::engine::general_purpose::STANDARD.encode(sealed)}});
         let secrets = RunSecrets::from_payload(&paths, &serde_json::to_vec(&payload).expect("json"));
         let pem = dir.path().join("key.pem");
         // The second resource holds no reference, so only the scrubber stands between its
@@ -233,8 +239,8 @@ mod tests {
         let (config, plan) = compile(&module).expect("valid");
         let registry = Registry::builtin();
         let traits = serde_json::json!({});
-        let mut report =
-            Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }.run_with_secrets(&config, &plan, &secrets);
+        let mut report = Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }
+            .run_with_secrets(&config, &plan, &secrets);
         let diff = report.resources[1].diff.clone().expect("the edit has a diff");
         assert!(KEY.lines().all(|l| diff.contains(l)), "the unscrubbed diff shows the key's lines: {diff}");
         report.scrub(&secrets.scrubber());

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{Fixture, find};
-use vigo_agent::report::Status;
 use std::os::unix::fs::MetadataExt as _;
+use vigo_agent::report::Status;
 use vigo_executors::Mode;
 
 #[test]
@@ -139,8 +139,10 @@ fn a_hard_link_left_alone_by_a_recursive_directory_is_a_warning_in_the_report() 
         "m.yaml",
         "name: m\nresources:\n  - name: tree\n    type: directory\n    path: {root}/tree\n    owner: \"65534\"\n    recurse: true\n    file_mode: \"0644\"\n",
     );
-    let named = format!("{}: has 2 hard links; owner, group and mode left alone", fx.work().join("tree/shadow").display());
-    for (mode, status) in [(Mode::NoOp, Status::Changed), (Mode::Enforce, Status::Changed), (Mode::Enforce, Status::Unchanged)]
+    let named =
+        format!("{}: has 2 hard links; owner, group and mode left alone", fx.work().join("tree/shadow").display());
+    for (mode, status) in
+        [(Mode::NoOp, Status::Changed), (Mode::Enforce, Status::Changed), (Mode::Enforce, Status::Unchanged)]
     {
         let report = fx.run(mode);
         let tree = find(&report, "tree");

@@ -107,7 +107,7 @@ fn root_links_in_root_directories_are_still_followed() {
     for via in ["editor.d", "abs"] {
         let target = alternatives.join(via).join(format!("{via}.conf"));
         let spec = spec::<File>(&format!("target_path: {}\ncontent: \"ok\\n\"", target.display()));
-        crate::conformance::converge::<File>(&World::default(), &spec, || String::new());
+        crate::conformance::converge::<File>(&World::default(), &spec, String::new);
         assert_eq!(std::fs::read_to_string(real.join(format!("{via}.conf"))).expect("written"), "ok\n");
     }
 }
@@ -136,7 +136,11 @@ fn shadow(tmp: &Path) -> std::path::PathBuf {
 
 fn shadow_untouched(shadow: &Path) {
     let meta = std::fs::metadata(shadow).expect("shadow");
-    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, 0, 0o600), "the outside file's owner or mode changed");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o600),
+        "the outside file's owner or mode changed"
+    );
     assert_eq!(std::fs::read_to_string(shadow).expect("shadow"), "root:$6$hash:19000:0:99999:7:::\n");
 }
 
@@ -156,10 +160,9 @@ fn a_recursive_directory_does_not_chown_a_hard_link_to_a_file_outside_the_tree()
     );
     let spec = spec::<Directory>(&yaml);
     let world = World::default();
-    let drift = crate::conformance::converge::<Directory>(&world, &spec, || {
-        crate::types::file::tests::snapshot(tmp.path())
-    })
-    .expect("the rest of the tree drifts");
+    let drift =
+        crate::conformance::converge::<Directory>(&world, &spec, || crate::types::file::tests::snapshot(tmp.path()))
+            .expect("the rest of the tree drifts");
     shadow_untouched(&shadow);
     let index = std::fs::metadata(tree.join("site/index.html")).expect("index");
     assert_eq!((index.uid(), index.gid(), index.mode() & 0o7777), (USER, USER, 0o644), "the walk still fixes the rest");
@@ -190,8 +193,12 @@ fn a_hard_link_made_after_the_walk_looked_is_still_left_alone() {
     // …which is swapped for a second name of the outside file before the change is made.
     std::fs::remove_file(tree.join("f")).expect("rm");
     std::fs::hard_link(&shadow, tree.join("f")).expect("hard link");
-    let want = crate::types::file::WantAttrs::resolve(Some(&USER.to_string()), None, Some(crate::types::file::FileMode(0o644)))
-        .expect("want");
+    let want = crate::types::file::WantAttrs::resolve(
+        Some(&USER.to_string()),
+        None,
+        Some(crate::types::file::FileMode(0o644)),
+    )
+    .expect("want");
     let left = want.apply_to_sole_link(&dir, "f", &seen, &tree.join("f")).expect("apply");
     assert_eq!(left, Some(2), "the open file's link count is what counts");
     shadow_untouched(&shadow);

@@ -45,7 +45,8 @@ pub struct DirectorySpec {
     /// With `recurse`, also applied to every directory below.
     pub mode: Option<FileMode>,
     /// Apply `owner` and `group` to every directory and regular file below, `mode` to the
-    /// directories below and `file_mode` to the regular files below. Symlinks are never followed.
+    /// directories below and `file_mode` to the regular files below. Symlinks are never followed,
+    /// and a regular file with more than one hard link is left alone and named in the warnings.
     #[serde(default)]
     pub recurse: bool,
     /// With `recurse`: permission bits for the regular files below, e.g. `"0644"`. Unset leaves them alone.

@@ -129,7 +129,8 @@ impl Executor for Exec {
                 hint: Some("use plain names like `LANG`".into()),
             });
         }
-        for (field, line) in [("command", Some(&spec.command)), ("unless", spec.unless.as_ref()), ("onlyif", spec.onlyif.as_ref())]
+        for (field, line) in
+            [("command", Some(&spec.command)), ("unless", spec.unless.as_ref()), ("onlyif", spec.onlyif.as_ref())]
         {
             if let Some(line) = line
                 && line.has_secret()

@@ -48,7 +48,8 @@ pub struct FileSpec {
     /// Owning group, as a name or a numeric gid.
     pub group: Option<String>,
     /// Permission bits as a quoted octal string, e.g. `"0644"`. When unset, new files get
-    /// 0644, or 0600 when `sensitive` (which a secret in the content implies).
+    /// 0644 and existing ones keep theirs, but a `sensitive` file (as any holding a secret)
+    /// is made 0600.
     pub mode: Option<FileMode>,
     /// Manage the file a symlink at `target_path` points to, instead of replacing the link
     /// with a regular file (default false). `ensure: absent` always removes the link itself.

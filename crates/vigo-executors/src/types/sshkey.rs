@@ -318,7 +318,8 @@ fn check_file_owner(dir: &OwnedFd, meta: &Meta, shown: &Path, user: &User) -> Re
         return Ok(());
     }
     let name = accounts::user_name(meta.uid);
-    let whose = if name == meta.uid.to_string() { format!("uid {}", meta.uid) } else { format!("{name} (uid {})", meta.uid) };
+    let whose =
+        if name == meta.uid.to_string() { format!("uid {}", meta.uid) } else { format!("{name} (uid {})", meta.uid) };
     let note = if meta.uid == 0 { " (a file of root's only counts in a directory only root can change)" } else { "" };
     Err(ExecError::failed(format!(
         "{}: owned by {whose}, not by {} (uid {}){note}; refusing to rewrite it as {}'s, since it may be another file moved here (chown it to {} if it is theirs, or remove it)",
