@@ -160,6 +160,101 @@ mod tests {
         compile(module).expect("a well-formed reference validates");
     }
 
+    #[test]
+    fn a_secret_path_that_looks_like_an_option_is_refused_with_its_location() {
+        for (reference, component) in [("--help", "--help"), ("db/-ofile", "-ofile")] {
+            let module = format!(
+                "name: m\nresources:\n  - name: f\n    type: file\n    target_path: /tmp/x\n    content: \"secret:{reference}\"\n"
+            );
+            let d = compile(&module).expect_err("leading dash").to_string();
+            let want = format!(
+                "modules/m.yaml:6:14: field `content`: invalid secret reference `secret:{reference}`: component `{component}` starts with `-`"
+            );
+            assert!(d.contains(&want), "{d}");
+            assert!(d.contains("hint: ") && d.contains("none starting with `-`"), "{d}");
+        }
+    }
+
+    #[test]
+    fn a_secret_on_an_exec_command_line_is_refused_at_validation() {
+        let module = "name: m\nresources:\n  - name: load\n    type: exec\n    command: [mysql, -u, app, \"secret:db/pw\"]\n    creates: /x\n  - name: guard\n    type: exec\n    command: \"true\"\n    unless:\n      - check\n      - \"secret:db/pw\"\n";
+        let d = compile(module).expect_err("secret in argv").to_string();
+        assert!(d.contains("modules/m.yaml:5:14: `load`: `command` holds a secret reference"), "{d}");
+        assert!(d.contains("modules/m.yaml:11:7: `guard`: `unless` holds a secret reference"), "{d}");
+        assert!(d.contains("/proc/<pid>/cmdline") && d.contains("hint: pass the secret through `env`"), "{d}");
+        let module = "name: m\nresources:\n  - name: load\n    type: exec\n    command: [mysql, -u, app]\n    env:\n      MYSQL_PWD: \"secret:db/pw\"\n    creates: /x\n";
+        compile(module).expect("through the environment it is fine");
+    }
+
+    #[test]
+    fn a_file_holding_a_secret_is_private_without_a_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (paths, payload) = sealed_payload(dir.path());
+        let secrets = RunSecrets::from_payload(&paths, &payload);
+        let (new, old) = (dir.path().join("new.conf"), dir.path().join("old.conf"));
+        std::fs::write(&old, "before\n").expect("old");
+        std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+        let module = format!(
+            "name: m\nresources:\n  - name: new\n    type: file\n    target_path: {}\n    content: \"secret:app/db\"\n  - name: old\n    type: file\n    target_path: {}\n    content: \"secret:app/db\"\n",
+            new.display(),
+            old.display()
+        );
+        let (config, plan) = compile(&module).expect("valid");
+        let registry = Registry::builtin();
+        let traits = serde_json::json!({});
+        let report = Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }
+            .run_with_secrets(&config, &plan, &secrets);
+        for (r, path) in report.resources.iter().zip([&new, &old]) {
+            assert_eq!(r.status, Status::Changed, "{r:?}");
+            let meta = std::fs::metadata(path).expect("written");
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+                0o600,
+                "{}",
+                path.display()
+            );
+            assert_eq!(std::fs::read_to_string(path).expect("read"), "v4lue-db");
+        }
+    }
+
+    #[test]
+    fn a_multi_line_secret_is_redacted_on_every_line_of_another_resources_diff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = AgentPaths { etc: dir.path().join("etc"), state: dir.path().join("state") };
+        std::fs::create_dir_all(&paths.state).expect("state");
+        let id = vigo_pki::AgeIdentity::generate();
+        id.save(&paths.age_key()).expect("save key");
+        const KEY: &str = "Zm9vYmFyLWtleS1vbmU\nc2Vjb25kLWxpbmUtdHdv\nq7";
+        let sealed = vigo_pki::seal::seal(&id.recipient(), KEY.as_bytes()).expect("seal");
+        let payload =
+            serde_json::json!({"secrets": {"tls/key": base64::engine::general_purpose::STANDARD.encode(sealed)}});
+        let secrets = RunSecrets::from_payload(&paths, &serde_json::to_vec(&payload).expect("json"));
+        let pem = dir.path().join("key.pem");
+        // The second resource holds no reference, so only the scrubber stands between its
+        // diff (whose context lines are the key's lines) and the report.
+        let module = format!(
+            "name: m\nresources:\n  - name: key\n    type: file\n    target_path: {0}\n    content: \"secret:tls/key\"\n  - name: mark\n    type: file_line\n    path: {0}\n    line: \"# managed\"\n    depends_on: [key]\n",
+            pem.display()
+        );
+        let (config, plan) = compile(&module).expect("valid");
+        let registry = Registry::builtin();
+        let traits = serde_json::json!({});
+        let mut report = Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }
+            .run_with_secrets(&config, &plan, &secrets);
+        let diff = report.resources[1].diff.clone().expect("the edit has a diff");
+        assert!(KEY.lines().all(|l| diff.contains(l)), "the unscrubbed diff shows the key's lines: {diff}");
+        report.scrub(&secrets.scrubber());
+        let json = serde_json::to_string(&report).expect("json");
+        let diff = report.resources[1].diff.clone().expect("diff");
+        for line in KEY.lines() {
+            let shown = diff.lines().filter(|l| l.trim_start_matches(['+', '-', ' ']).trim() == line).count();
+            assert_eq!(shown, 0, "{line:?} is still a line of the diff: {diff}");
+        }
+        assert!(!json.contains("Zm9vYmFy") && !json.contains("c2Vjb25k"), "{json}");
+        assert!(diff.contains("+# managed"), "the rest of the diff stays readable: {diff}");
+        assert_eq!(std::fs::read_to_string(&pem).expect("pem"), format!("{KEY}\n# managed\n"));
+    }
+
     /// Paths with a sealed `app/db`, a withheld `app/gone` and an undecryptable `app/bad`.
     fn sealed_payload(dir: &Path) -> (AgentPaths, Vec<u8>) {
         let paths = AgentPaths { etc: dir.join("etc"), state: dir.join("state") };
@@ -268,10 +363,13 @@ mod tests {
         let payload = serde_json::json!({"secrets": {"cmd": base64::engine::general_purpose::STANDARD.encode(sealed)}});
         let secrets = RunSecrets::from_payload(&paths, &serde_json::to_vec(&payload).expect("json"));
         let module = format!(
-            "name: m\nresources:\n  - name: f\n    type: exec\n    command: \"secret:cmd\"\n    creates: {}/done\n",
+            "name: m\nresources:\n  - name: f\n    type: exec\n    command: \"true\"\n    creates: {}/done\n",
             dir.path().display()
         );
-        let (config, plan) = compile(&module).expect("the reference alone passes validation");
+        let (mut config, plan) = compile(&module).expect("valid");
+        // Validation refuses a secret on a command line; a bundle that got one past it
+        // anyway (an older server) still meets the guardrail with the value in place.
+        config.modules[0].resources[0].fields.insert("command".into(), "secret:cmd".into());
         let registry = Registry::builtin();
         let traits = serde_json::json!({});
         let report = Runner { registry: &registry, traits: &traits, mode: Mode::Enforce }

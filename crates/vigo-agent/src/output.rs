@@ -1,5 +1,6 @@
 //! Human output: short, one line per resource that changed, failed or was
-//! skipped because of a failure, and a summary; colour only on a terminal.
+//! skipped because of a failure, one per warning of any resource, and a summary;
+//! colour only on a terminal.
 
 use std::fmt::Write as _;
 
@@ -27,7 +28,10 @@ pub fn render(report: &Report, style: Style, diffs: bool) -> String {
             Status::Changed => ("changed", "32"),
             Status::Failed => ("failed", "31"),
             Status::Skipped if r.reason.as_deref().is_some_and(|w| w.starts_with("dependency")) => ("skipped", "35"),
-            Status::Skipped | Status::Unchanged => continue,
+            Status::Skipped | Status::Unchanged => {
+                warnings(&mut out, r, style);
+                continue;
+            }
         };
         let detail = match (&r.error, &r.reason) {
             (Some(e), _) => e.clone(),
@@ -49,6 +53,7 @@ pub fn render(report: &Report, style: Style, diffs: bool) -> String {
                 let _ = writeln!(out, "    {line}");
             }
         }
+        warnings(&mut out, r, style);
     }
     let s = &report.summary;
     let verb = if noop { "would change" } else { "changed" };
@@ -58,4 +63,11 @@ pub fn render(report: &Report, style: Style, diffs: bool) -> String {
         s.total, s.changed, s.failed, s.skipped, s.unchanged, s.duration_ms
     );
     out
+}
+
+/// One line per warning of `r`.
+fn warnings(out: &mut String, r: &crate::report::ResourceReport, style: Style) {
+    for w in &r.warnings {
+        let _ = writeln!(out, "{} {} ({}): {w}", style.paint("33", "warning"), r.id(), r.type_name);
+    }
 }

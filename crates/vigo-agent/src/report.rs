@@ -40,6 +40,10 @@ pub struct ResourceReport {
     /// Output tail of a command the resource ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// What the executor left alone on purpose and the operator should know (e.g. a
+    /// hard-linked file a recursive `directory` did not change); any status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -107,7 +111,7 @@ impl ResourceReport {
                 *v = REDACTED.to_string();
             }
         }
-        for text in [&mut self.diff, &mut self.output].into_iter().flatten() {
+        for text in [&mut self.diff, &mut self.output].into_iter().flatten().chain(&mut self.warnings) {
             *text = REDACTED.to_string();
         }
     }
@@ -132,6 +136,7 @@ impl Report {
             for t in [&mut r.diff, &mut r.error, &mut r.reason, &mut r.output].into_iter().flatten() {
                 clean(t);
             }
+            r.warnings.iter_mut().for_each(clean);
         }
     }
 }
@@ -139,17 +144,29 @@ impl Report {
 /// Belt and braces for everything the agent reports or prints: every secret value of a
 /// run, as text and as base64 (standard and URL-safe, with and without padding),
 /// becomes `[redacted]`.
+///
+/// A multi-line value is also hidden line by line, since a diff shows it that way
+/// (`+line`, `-line`, ` line`, never the whole value at once): each of its lines of
+/// [`MIN_LINE_NEEDLE`] bytes or more is replaced wherever it occurs, and a text line
+/// that is nothing but one of its shorter lines (after a diff marker) is replaced whole.
 #[derive(Clone, Default)]
 pub struct Scrubber {
-    /// Every secret value and its base64 forms; `None` when there are none.
+    /// Every secret value, its base64 forms and the longer lines of multi-line values;
+    /// `None` when there are none.
     matcher: Option<aho_corasick::AhoCorasick>,
+    /// The short lines of multi-line values, matched only as a whole text line.
+    short_lines: std::collections::BTreeSet<String>,
 }
+
+/// Shortest line of a multi-line secret that is replaced wherever it occurs (a shorter
+/// one, like `}`, would take common text with it; it is matched as a whole line instead).
+pub const MIN_LINE_NEEDLE: usize = 6;
 
 /// Shows how many patterns, never the patterns (they are secret values).
 impl std::fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let patterns = self.matcher.as_ref().map_or(0, aho_corasick::AhoCorasick::patterns_len);
-        f.debug_struct("Scrubber").field("patterns", &patterns).finish()
+        f.debug_struct("Scrubber").field("patterns", &patterns).field("short_lines", &self.short_lines.len()).finish()
     }
 }
 
@@ -157,16 +174,26 @@ impl Scrubber {
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
         use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
         let mut needles = Vec::new();
+        let mut short_lines = std::collections::BTreeSet::new();
         for v in values.into_iter().filter(|v| !v.is_empty()) {
             needles.push(v.to_string());
             for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
                 needles.push(engine.encode(v));
             }
+            if v.contains(['\n', '\r']) {
+                for line in v.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    if line.len() >= MIN_LINE_NEEDLE {
+                        needles.push(line.to_string());
+                    } else {
+                        short_lines.insert(line.to_string());
+                    }
+                }
+            }
         }
         needles.sort();
         needles.dedup();
         if needles.is_empty() {
-            return Self { matcher: None };
+            return Self::default();
         }
         // Leftmost-longest: a value wins over a shorter one inside it, and a
         // replacement is never matched again.
@@ -174,7 +201,7 @@ impl Scrubber {
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(&needles)
             .expect("plain string patterns of bounded size always build");
-        Self { matcher: Some(matcher) }
+        Self { matcher: Some(matcher), short_lines }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,7 +216,28 @@ impl Scrubber {
             dst.push_str(REDACTED);
             true
         });
-        out
+        if self.short_lines.is_empty() {
+            return out;
+        }
+        out.split_inclusive('\n').map(|line| self.scrub_short_line(line)).collect()
+    }
+
+    /// `line` (with its line ending) hidden when it is one of the short secret lines,
+    /// alone or after a diff marker (`+`, `-`, space).
+    fn scrub_short_line<'l>(&self, line: &'l str) -> std::borrow::Cow<'l, str> {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        let (marker, rest) = match body.chars().next() {
+            Some(c @ ('+' | '-' | ' ')) => (&body[..c.len_utf8()], &body[c.len_utf8()..]),
+            _ => ("", body),
+        };
+        if !marker.is_empty() && self.short_lines.contains(rest.trim()) {
+            std::borrow::Cow::Owned(format!("{marker}{REDACTED}{ending}"))
+        } else if self.short_lines.contains(body.trim()) {
+            std::borrow::Cow::Owned(format!("{REDACTED}{ending}"))
+        } else {
+            std::borrow::Cow::Borrowed(line)
+        }
     }
 
     /// Scrubs every string in a JSON value (object keys included).
@@ -244,6 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_line_secret_is_hidden_on_every_line_of_a_diff() {
+        // Three lines: two long ones and a short one.
+        let secret = "Zm9vYmFyLWtleS1vbmU\nc2Vjb25kLWxpbmUtdHdv\nq7\n";
+        let s = Scrubber::new([secret]);
+        // How diffs show the value: line by line (removed, added, context), never whole.
+        let diff = "--- a\n+++ b\n@@ -1,3 +1,4 @@\n-Zm9vYmFyLWtleS1vbmU\n+  Zm9vYmFyLWtleS1vbmU \n c2Vjb25kLWxpbmUtdHdv\n q7\n+q7\r\nq7\n+other = q7 x\n";
+        let scrubbed = s.scrub(diff);
+        assert_eq!(
+            scrubbed,
+            "--- a\n+++ b\n@@ -1,3 +1,4 @@\n-[redacted]\n+  [redacted] \n [redacted]\n [redacted]\n+[redacted]\r\n[redacted]\n+other = q7 x\n",
+            "every line hidden; the diff's shape and other text kept"
+        );
+        for line in secret.lines() {
+            let whole_lines = scrubbed.lines().filter(|l| l.trim_start_matches(['+', '-', ' ']).trim() == line).count();
+            assert_eq!(whole_lines, 0, "{line:?} still shown in {scrubbed}");
+            if line.len() >= MIN_LINE_NEEDLE {
+                assert!(!scrubbed.contains(line), "{line:?} still shown in {scrubbed}");
+            }
+        }
+        assert!(!format!("{s:?}").contains("q7"), "Debug never shows a line");
+        assert_eq!(Scrubber::new(["q7"]).scrub("q7\n"), "[redacted]\n", "a one-line value is matched anywhere");
+    }
+
+    #[test]
     fn a_replacement_is_never_matched_again() {
         let s = Scrubber::new(["act", "red"]);
         assert_eq!(s.scrub("redact"), "[redacted][redacted]");
@@ -265,6 +337,7 @@ mod tests {
                 error: Some("cannot write hunter2".into()),
                 reason: None,
                 output: Some(STANDARD.encode("hunter2")),
+                warnings: vec!["/srv/hunter2: has 2 hard links".into()],
                 duration_ms: 1,
             }],
             1,
@@ -273,7 +346,7 @@ mod tests {
         report.scrub(&s);
         let json = serde_json::to_string(&report).expect("json");
         assert!(!json.contains("hunter2") && !json.contains(&STANDARD.encode("hunter2")), "{json}");
-        assert_eq!(json.matches("[redacted]").count(), 5, "{json}");
+        assert_eq!(json.matches("[redacted]").count(), 6, "{json}");
         let mut v = serde_json::json!({"a": ["x hunter2"], "hunter2": {"b": 1}});
         s.scrub_json(&mut v);
         assert_eq!(v, serde_json::json!({"a": ["x [redacted]"], "[redacted]": {"b": 1}}));
@@ -291,6 +364,7 @@ mod tests {
             error: None,
             reason: None,
             output: Some("out".into()),
+            warnings: vec!["w".into()],
             duration_ms: 0,
         };
         r.redact();
@@ -300,6 +374,7 @@ mod tests {
         assert!(json["changes"][1].get("from").is_none(), "absent values stay absent");
         assert_eq!(json["diff"], "[redacted]");
         assert_eq!(json["output"], "[redacted]");
+        assert_eq!(json["warnings"][0], "[redacted]");
         assert_eq!(json["changes"][0]["attribute"], "mode", "attributes stay visible");
     }
 }

@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use vigo_executors::{Check, Ctx, Mode, Registry};
+use vigo_executors::{Check, Ctx, Mode, Registry, Warnings};
 use vigo_model::catalog::{Catalog as _, Common};
 use vigo_model::when::{Condition, WhenEnv};
 use vigo_model::{Config, Plan, Resource, guard, secretref};
@@ -77,6 +77,7 @@ impl Runner<'_> {
             error: None,
             reason: None,
             output: None,
+            warnings: Vec::new(),
             duration_ms: 0,
         };
         let finish = |mut r: ResourceReport| {
@@ -116,31 +117,44 @@ impl Runner<'_> {
             Ok(p) => p,
             Err(e) => return finish(fail(report, e.message)),
         };
-        let ctx = Ctx { mode: self.mode, traits: self.traits, vars, templates: &config.templates };
-        let drift = match prepared.check(&ctx) {
-            Ok(Check::InSync) => return finish(report),
-            Ok(Check::Drift(d)) => d,
-            Err(e) => return finish(fail(report, format!("check: {e}"))),
-        };
-        report.changes = drift.changes.clone();
-        report.diff = drift.diff.clone();
-        report.status = Status::Changed;
-        if self.mode == Mode::NoOp {
-            return finish(report);
+        let warnings = Warnings::default();
+        let ctx = Ctx { mode: self.mode, traits: self.traits, vars, templates: &config.templates, warnings: &warnings };
+        let mut report = converge(report, prepared.as_ref(), &ctx, self.mode);
+        report.warnings = warnings.take();
+        finish(report)
+    }
+}
+
+/// Check, and on drift apply and verify (only check in no-op mode).
+fn converge(
+    mut report: ResourceReport,
+    prepared: &dyn vigo_executors::Prepared,
+    ctx: &Ctx<'_>,
+    mode: Mode,
+) -> ResourceReport {
+    let drift = match prepared.check(ctx) {
+        Ok(Check::InSync) => return report,
+        Ok(Check::Drift(d)) => d,
+        Err(e) => return fail(report, format!("check: {e}")),
+    };
+    report.changes = drift.changes.clone();
+    report.diff = drift.diff.clone();
+    report.status = Status::Changed;
+    if mode == Mode::NoOp {
+        return report;
+    }
+    let applied = match prepared.apply(&drift, ctx) {
+        Ok(a) => a,
+        Err(e) => return fail(report, e.to_string()),
+    };
+    report.output = applied.output.clone();
+    match prepared.verify(&applied, ctx) {
+        Ok(Check::InSync) => report,
+        Ok(Check::Drift(left)) => {
+            let what: Vec<&str> = left.changes.iter().map(|c| c.attribute.as_str()).collect();
+            fail(report, format!("still drifting after apply: {}", what.join(", ")))
         }
-        let applied = match prepared.apply(&drift, &ctx) {
-            Ok(a) => a,
-            Err(e) => return finish(fail(report, e.to_string())),
-        };
-        report.output = applied.output.clone();
-        match prepared.verify(&applied, &ctx) {
-            Ok(Check::InSync) => finish(report),
-            Ok(Check::Drift(left)) => {
-                let what: Vec<&str> = left.changes.iter().map(|c| c.attribute.as_str()).collect();
-                finish(fail(report, format!("still drifting after apply: {}", what.join(", "))))
-            }
-            Err(e) => finish(fail(report, format!("verify: {e}"))),
-        }
+        Err(e) => fail(report, format!("verify: {e}")),
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Fixture, find};
+use std::os::unix::fs::MetadataExt as _;
 use vigo_agent::report::Status;
 use vigo_executors::Mode;
 
@@ -124,4 +125,35 @@ fn sensitive_content_never_appears_in_reports() {
     assert!(!json.contains("s3cr3t"), "{json}");
     assert!(json.contains("[redacted]"));
     assert_eq!(f.read("token"), "s3cr3t-value\n");
+}
+
+#[test]
+fn a_hard_link_left_alone_by_a_recursive_directory_is_a_warning_in_the_report() {
+    let fx = Fixture::new();
+    let outside = fx.dir.path().join("shadow");
+    std::fs::write(&outside, "root's\n").expect("outside");
+    std::fs::set_permissions(&outside, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    std::fs::create_dir(fx.work().join("tree")).expect("tree");
+    std::fs::hard_link(&outside, fx.work().join("tree/shadow")).expect("hard link");
+    fx.module(
+        "m.yaml",
+        "name: m\nresources:\n  - name: tree\n    type: directory\n    path: {root}/tree\n    owner: \"65534\"\n    recurse: true\n    file_mode: \"0644\"\n",
+    );
+    let named =
+        format!("{}: has 2 hard links; owner, group and mode left alone", fx.work().join("tree/shadow").display());
+    for (mode, status) in
+        [(Mode::NoOp, Status::Changed), (Mode::Enforce, Status::Changed), (Mode::Enforce, Status::Unchanged)]
+    {
+        let report = fx.run(mode);
+        let tree = find(&report, "tree");
+        assert_eq!(tree.status, status, "{mode:?}: {tree:?}");
+        assert_eq!(tree.warnings.len(), 1, "{mode:?}: {:?}", tree.warnings);
+        assert!(tree.warnings[0].starts_with(&named), "{mode:?}: {:?}", tree.warnings);
+        let json = serde_json::to_value(&report).expect("json");
+        assert!(json["resources"][0]["warnings"][0].as_str().is_some_and(|w| w.starts_with(&named)), "{json}");
+        let shown = vigo_agent::output::render(&report, vigo_agent::output::Style { color: false }, false);
+        assert!(shown.contains(&format!("warning m::tree (directory): {named}")), "{shown}");
+    }
+    let meta = std::fs::metadata(&outside).expect("outside");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600), "the outside file is untouched");
 }

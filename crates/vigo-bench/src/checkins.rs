@@ -280,6 +280,7 @@ impl PassReport {
             error: None,
             reason: None,
             output: differ.then(|| format!("pass {PASS_MARK}")),
+            warnings: Vec::new(),
             duration_ms: DURATION_MARK.parse()?,
         };
         let report = Report::new(vigo_executors::Mode::Enforce, vec![motd], DURATION_MARK.parse()?);

@@ -100,6 +100,27 @@ impl From<crate::safe_fs::SafeFsError> for ExecError {
     }
 }
 
+/// What a resource's run tells beyond its changes: things left alone on purpose that
+/// the operator should know about (e.g. a hard-linked file a recursive walk did not touch).
+/// Not drift: nothing a later run would change. The same message given twice is kept once,
+/// so `check` and the `apply` that re-plans may both give it.
+#[derive(Debug, Default)]
+pub struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl Warnings {
+    pub fn push(&self, message: String) {
+        let mut list = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !list.contains(&message) {
+            list.push(message);
+        }
+    }
+
+    /// Every message so far, in order, leaving none.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
 /// What an executor may know about the run it is part of.
 pub struct Ctx<'a> {
     pub mode: Mode,
@@ -109,9 +130,16 @@ pub struct Ctx<'a> {
     pub vars: &'a Value,
     /// Template sources by name (`templates/nginx.conf.tmpl`).
     pub templates: &'a BTreeMap<String, String>,
+    /// Where the resource's warnings go (they end up in its report).
+    pub warnings: &'a Warnings,
 }
 
 impl Ctx<'_> {
+    /// Tells the operator about something left alone on purpose; see [`Warnings`].
+    pub fn warn(&self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
     /// Renders the named template with `traits` and `vars`.
     pub fn render(&self, name: &str) -> Result<String, ExecError> {
         let source = self

@@ -107,7 +107,7 @@ fn root_links_in_root_directories_are_still_followed() {
     for via in ["editor.d", "abs"] {
         let target = alternatives.join(via).join(format!("{via}.conf"));
         let spec = spec::<File>(&format!("target_path: {}\ncontent: \"ok\\n\"", target.display()));
-        crate::conformance::converge::<File>(&World::default(), &spec, || String::new());
+        crate::conformance::converge::<File>(&World::default(), &spec, String::new);
         assert_eq!(std::fs::read_to_string(real.join(format!("{via}.conf"))).expect("written"), "ok\n");
     }
 }
@@ -122,4 +122,84 @@ fn the_guardrail_judges_where_a_path_really_leads() {
     refused::<File>(&yaml, "resolves to /etc/vigo");
     let after = std::fs::symlink_metadata("/etc/vigo").ok().map(|m| (m.ino(), m.mtime()));
     assert_eq!(before, after, "/etc/vigo untouched");
+}
+
+/// A stand-in for `/etc/shadow`: root's, 0600, outside the managed tree.
+fn shadow(tmp: &Path) -> std::path::PathBuf {
+    let etc = tmp.join("etc");
+    std::fs::create_dir(&etc).expect("etc");
+    let shadow = etc.join("shadow");
+    std::fs::write(&shadow, "root:$6$hash:19000:0:99999:7:::\n").expect("shadow");
+    chmod(&shadow, 0o600);
+    shadow
+}
+
+fn shadow_untouched(shadow: &Path) {
+    let meta = std::fs::metadata(shadow).expect("shadow");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o600),
+        "the outside file's owner or mode changed"
+    );
+    assert_eq!(std::fs::read_to_string(shadow).expect("shadow"), "root:$6$hash:19000:0:99999:7:::\n");
+}
+
+#[test]
+fn a_recursive_directory_does_not_chown_a_hard_link_to_a_file_outside_the_tree() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    chmod(tmp.path(), 0o755);
+    let shadow = shadow(tmp.path());
+    let tree = tmp.path().join("www");
+    std::fs::create_dir_all(tree.join("site")).expect("tree");
+    std::fs::write(tree.join("site/index.html"), "hi\n").expect("index");
+    // The tree's user plants a second name for the outside file inside her tree.
+    std::fs::hard_link(&shadow, tree.join("site/shadow")).expect("hard link");
+    let yaml = format!(
+        "path: {}\nowner: \"{USER}\"\ngroup: \"{USER}\"\nmode: \"0750\"\nrecurse: true\nfile_mode: \"0644\"",
+        tree.display()
+    );
+    let spec = spec::<Directory>(&yaml);
+    let world = World::default();
+    let drift =
+        crate::conformance::converge::<Directory>(&world, &spec, || crate::types::file::tests::snapshot(tmp.path()))
+            .expect("the rest of the tree drifts");
+    shadow_untouched(&shadow);
+    let index = std::fs::metadata(tree.join("site/index.html")).expect("index");
+    assert_eq!((index.uid(), index.gid(), index.mode() & 0o7777), (USER, USER, 0o644), "the walk still fixes the rest");
+    let below: Vec<String> = drift.changes.iter().filter_map(|c| c.from.clone()).collect();
+    assert!(below.iter().all(|f| !f.contains("shadow")), "no change is predicted for the hard link: {below:?}");
+    let warnings = world.warnings.take();
+    let named = format!("{}: has 2 hard links; owner, group and mode left alone", tree.join("site/shadow").display());
+    assert!(warnings.iter().any(|w| w.starts_with(&named)), "{warnings:?}");
+    // Every later run leaves it alone again, and says so again.
+    let again = Directory::check(&spec, &world.ctx(Mode::Enforce)).expect("check");
+    assert_eq!(again, crate::executor::Check::InSync);
+    assert!(world.warnings.take().iter().any(|w| w.starts_with(&named)));
+    shadow_untouched(&shadow);
+}
+
+#[test]
+fn a_hard_link_made_after_the_walk_looked_is_still_left_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    chmod(tmp.path(), 0o755);
+    let shadow = shadow(tmp.path());
+    let tree = tmp.path().join("www");
+    std::fs::create_dir(&tree).expect("tree");
+    let dir = crate::safe_fs::open_dir(&tree).expect("open");
+    // The walk sees a file of its own (one link) here…
+    std::fs::write(tree.join("f"), "x").expect("f");
+    let seen = crate::safe_fs::stat_at(&dir, "f", &tree.join("f")).expect("stat").expect("present");
+    assert_eq!(seen.nlink, 1);
+    // …which is swapped for a second name of the outside file before the change is made.
+    std::fs::remove_file(tree.join("f")).expect("rm");
+    std::fs::hard_link(&shadow, tree.join("f")).expect("hard link");
+    let want = crate::types::file::WantAttrs::resolve(
+        Some(&USER.to_string()),
+        None,
+        Some(crate::types::file::FileMode(0o644)),
+    )
+    .expect("want");
+    let left = want.apply_to_sole_link(&dir, "f", &seen, &tree.join("f")).expect("apply");
+    assert_eq!(left, Some(2), "the open file's link count is what counts");
+    shadow_untouched(&shadow);
 }

@@ -16,5 +16,5 @@ pub mod safe_fs;
 pub mod textfile;
 pub mod types;
 
-pub use executor::{Applied, Change, Check, Ctx, Drift, ExecError, Executor, Mode, Prepared};
+pub use executor::{Applied, Change, Check, Ctx, Drift, ExecError, Executor, Mode, Prepared, Warnings};
 pub use registry::{Registry, ResourceType};

@@ -2,8 +2,9 @@
 //! the server resolves at publish time through its secret provider.
 //!
 //! The configuration only ever holds the reference. A path is 1–8 components of
-//! `[A-Za-z0-9._-]` separated by `/`, none of them `.` or `..`, so a provider can
-//! map it onto files or a vault without any further escaping. A single-line string
+//! `[A-Za-z0-9._-]` separated by `/`, none of them `.` or `..` and none starting
+//! with `-` (a provider command would read it as an option), so a provider can map
+//! it onto files or a vault without any further escaping. A single-line string
 //! that starts with `secret:` is always taken as a reference (and refused when it is
 //! malformed), so a typo can never turn into a literal written to a host.
 
@@ -38,6 +39,8 @@ pub enum RefError {
     DotComponent(String),
     #[error("component `{component}` has the character {ch:?}; only letters, digits, `.`, `_` and `-` are allowed")]
     BadChar { component: String, ch: char },
+    #[error("component `{0}` starts with `-`, which a provider command would take for an option")]
+    LeadingDash(String),
 }
 
 impl SecretPath {
@@ -59,6 +62,9 @@ impl SecretPath {
             }
             if component == "." || component == ".." {
                 return Err(RefError::DotComponent(component.to_string()));
+            }
+            if component.starts_with('-') {
+                return Err(RefError::LeadingDash(component.to_string()));
             }
             if let Some(ch) = component.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
                 return Err(RefError::BadChar { component: component.to_string(), ch });
@@ -207,6 +213,9 @@ mod tests {
             ("db pw", Err(RefError::BadChar { component: "db pw".into(), ch: ' ' })),
             ("db\\pw", Err(RefError::BadChar { component: "db\\pw".into(), ch: '\\' })),
             ("dé", Err(RefError::BadChar { component: "dé".into(), ch: 'é' })),
+            ("--help", Err(RefError::LeadingDash("--help".into()))),
+            ("db/-rf", Err(RefError::LeadingDash("-rf".into()))),
+            ("db/pw-", Ok("db/pw-")),
         ];
         for (input, want) in cases {
             let got = SecretPath::parse(input);

@@ -23,6 +23,8 @@ use crate::{guard, secretref, template, when};
 /// Fields every resource may carry, whatever its type.
 pub const COMMON_FIELDS: &[&str] = &["name", "type", "when", "notify", "depends_on", "description"];
 const MODULE_FIELDS: &[&str] = &["name", "description", "vars", "resources"];
+/// How to write a secret reference, shown under every malformed one.
+const SECRET_PATH_HINT: &str = "write `secret:<path>`, the path being 1–8 components of letters, digits, `.`, `_` and `-` separated by `/`, none starting with `-`";
 
 /// A reference from one resource to another, kept with its location until resolved.
 struct PendingRef {
@@ -294,7 +296,7 @@ impl Compiler<'_> {
                 self.error(
                     at(file, e.value_pos),
                     format!("field `{}`: invalid secret reference `{}`: {why}", found.field, found.text),
-                    Some("write `secret:<path>`, the path being 1–8 components of letters, digits, `.`, `_` and `-` separated by `/`".into()),
+                    Some(SECRET_PATH_HINT.into()),
                 );
             }
         }

@@ -4,7 +4,8 @@
 //! by component through directory handles (`openat` with `O_NOFOLLOW`), and refuses
 //! any directory or file that is not the server's own or that group or others may
 //! access. [`CommandProvider`] runs a configured program directly (no shell) with the
-//! path as its last argument and takes the value from its standard output.
+//! path as its last argument, after `--` so that no path is ever read as an option,
+//! and takes the value from its standard output.
 //!
 //! A resolved value is a [`Secret`]: it lives in memory only and never prints.
 //! Errors name the file, program or path at fault, never a value; a failing
@@ -148,7 +149,7 @@ impl SecretProvider for FileProvider {
     }
 }
 
-/// A program that prints the secret: `argv… <path>`, with `VIGO_SECRET_PATH` set too.
+/// A program that prints the secret: `argv… -- <path>`, with `VIGO_SECRET_PATH` set too.
 pub struct CommandProvider {
     pub argv: Vec<String>,
     pub timeout: Duration,
@@ -159,6 +160,9 @@ impl SecretProvider for CommandProvider {
         let program = self.argv[0].clone();
         let mut child = Command::new(&program)
             .args(&self.argv[1..])
+            // Validation already refuses a component starting with `-`; `--` makes sure
+            // the program takes the path as its operand whatever it looks like.
+            .arg("--")
             .arg(path.as_str())
             .env("VIGO_SECRET_PATH", path.as_str())
             .stdin(Stdio::null())
@@ -205,7 +209,7 @@ impl SecretProvider for CommandProvider {
     }
 
     fn describe(&self, path: &SecretPath) -> String {
-        format!("`{} {}` must print the value and exit 0", self.argv.join(" "), path.as_str())
+        format!("`{} -- {}` must print the value and exit 0", self.argv.join(" "), path.as_str())
     }
 }
 
@@ -367,9 +371,10 @@ mod tests {
     #[test]
     fn command_provider_passes_the_path_and_reads_stdout() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let prog = script(dir.path(), r#"echo "$1|$2|$VIGO_SECRET_PATH""#);
+        // The path comes last, after `--`: a program never reads it as one of its options.
+        let prog = script(dir.path(), r#"echo "$#|$1|$2|$3|$VIGO_SECRET_PATH""#);
         let p = command(vec![prog, "--field".into()], 5);
-        assert_eq!(p.resolve(&path("app/db")).expect("resolves").expose(), "--field|app/db|app/db");
+        assert_eq!(p.resolve(&path("app/db")).expect("resolves").expose(), "3|--field|--|app/db|app/db");
     }
 
     #[test]

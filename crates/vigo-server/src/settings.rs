@@ -35,7 +35,7 @@ pub const MAX_SECRET_TIMEOUT_SECS: u64 = 300;
 pub struct Secrets {
     pub provider: SecretProviderKind,
     /// For `provider: command`: the program (an absolute path) and its first
-    /// arguments; the secret's path is appended as the last argument.
+    /// arguments; `--` and the secret's path are appended as the last arguments.
     pub command: Option<Vec<String>>,
     /// For `provider: command`: seconds the program may run (1–300).
     pub timeout_secs: u64,

@@ -312,7 +312,7 @@ fn the_command_provider_resolves_and_its_failure_fails_the_publish() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nif [ \"$2\" = app/db ] && [ \"$VIGO_SECRET_PATH\" = app/db ] && [ \"$1\" = --field ]; then\n  echo '{value}'\n  exit 0\nfi\necho \"vault: no secret at $2\" >&2\nexit 3\n"
+            "#!/bin/sh\nif [ \"$3\" = app/db ] && [ \"$VIGO_SECRET_PATH\" = app/db ] && [ \"$1\" = --field ] && [ \"$2\" = -- ]; then\n  echo '{value}'\n  exit 0\nfi\necho \"vault: no secret at $3\" >&2\nexit 3\n"
         ),
     )
     .expect("script");

@@ -4,7 +4,9 @@
 //! With `recurse`, `owner`/`group` apply to every directory and regular file
 //! below, `mode` to the directories and `file_mode` to the regular files (one mode
 //! for both would make files executable or directories unreadable). Symlinks,
-//! devices, FIFOs and sockets below are skipped and never followed. Removing a
+//! devices, FIFOs and sockets below are skipped and never followed. A regular file
+//! with more than one hard link is never changed by the walk (its other name may be
+//! outside the tree, say `/etc/shadow`): it is named in the resource's warnings. Removing a
 //! non-empty directory, or replacing a file or symlink with a directory, needs
 //! `force: true`.
 
@@ -43,7 +45,8 @@ pub struct DirectorySpec {
     /// With `recurse`, also applied to every directory below.
     pub mode: Option<FileMode>,
     /// Apply `owner` and `group` to every directory and regular file below, `mode` to the
-    /// directories below and `file_mode` to the regular files below. Symlinks are never followed.
+    /// directories below and `file_mode` to the regular files below. Symlinks are never followed,
+    /// and a regular file with more than one hard link is left alone and named in the warnings.
     #[serde(default)]
     pub recurse: bool,
     /// With `recurse`: permission bits for the regular files below, e.g. `"0644"`. Unset leaves them alone.
@@ -103,15 +106,17 @@ impl Executor for Directory {
         lints
     }
 
-    fn check(spec: &DirectorySpec, _ctx: &Ctx<'_>) -> Result<Check, ExecError> {
-        let (changes, _) = plan(spec)?;
+    fn check(spec: &DirectorySpec, ctx: &Ctx<'_>) -> Result<Check, ExecError> {
+        let (changes, _, linked) = plan(spec)?;
+        warn_linked(ctx, spec.path.as_path(), &linked);
         Ok(Check::from_changes(changes, None))
     }
 
-    fn apply(spec: &DirectorySpec, _drift: &Drift, _ctx: &Ctx<'_>) -> Result<Applied, ExecError> {
+    fn apply(spec: &DirectorySpec, _drift: &Drift, ctx: &Ctx<'_>) -> Result<Applied, ExecError> {
         // Re-plan against the host as it is now, so apply does exactly what a check reports.
-        let (_, action) = plan(spec)?;
+        let (_, action, linked) = plan(spec)?;
         let path = spec.path.as_path();
+        warn_linked(ctx, path, &linked);
         match action {
             Action::Nothing => {}
             Action::Create { dir, name, replace, want } => {
@@ -136,7 +141,10 @@ impl Executor for Directory {
                 want.apply_to(&dir, &name, &current, Kind::Dir, path)?;
                 if let Some(below) = below {
                     let top = safe_fs::open_subdir(&dir, &name, path)?;
-                    walk(&top, path, &below, Walk::Fix, &mut Tally::default(), 0)?;
+                    let mut tally = Tally::default();
+                    walk(&top, path, &below, Walk::Fix, &mut tally, 0)?;
+                    // Links made since the plan looked: left alone just the same.
+                    warn_linked(ctx, path, &tally.linked);
                 }
             }
         }
@@ -175,14 +183,40 @@ struct Below {
     files: WantAttrs,
 }
 
-fn plan(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError> {
+/// The changes, the action, and the files below with several links whose attributes
+/// differ (left alone; see [`warn_linked`]).
+fn plan(spec: &DirectorySpec) -> Result<(Vec<Change>, Action, Vec<Linked>), ExecError> {
     match spec.ensure {
         Ensure::Present => plan_present(spec),
-        Ensure::Absent => plan_absent(spec),
+        Ensure::Absent => plan_absent(spec).map(|(changes, action)| (changes, action, Vec::new())),
     }
 }
 
-fn plan_present(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError> {
+/// A regular file below the directory with more than one link: its path relative to the
+/// directory and its link count.
+type Linked = (PathBuf, u64);
+
+/// Most hard-linked files named one by one in a resource's warnings; the rest are counted.
+const SHOWN_LINKED: usize = 20;
+
+/// One warning per hard-linked file left alone (the first [`SHOWN_LINKED`]), then a count.
+fn warn_linked(ctx: &Ctx<'_>, top: &Path, linked: &[Linked]) {
+    for (rel, links) in linked.iter().take(SHOWN_LINKED) {
+        ctx.warn(format!(
+            "{}: has {links} hard links; owner, group and mode left alone (a recursive walk never changes a file that may also live outside the tree)",
+            top.join(rel).display()
+        ));
+    }
+    if linked.len() > SHOWN_LINKED {
+        ctx.warn(format!(
+            "{}: {} more files with several hard links left alone",
+            top.display(),
+            linked.len() - SHOWN_LINKED
+        ));
+    }
+}
+
+fn plan_present(spec: &DirectorySpec) -> Result<(Vec<Change>, Action, Vec<Linked>), ExecError> {
     let path = spec.path.as_path();
     let (parent, name) = safe_fs::split(path)?;
     let dir = open_parent(&parent, path)?;
@@ -190,10 +224,11 @@ fn plan_present(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError
     match safe_fs::stat_at(&dir, &name, path)? {
         None => {
             let change = Change::set("ensure", "absent", "present");
-            Ok((vec![change], Action::Create { dir, name, replace: false, want }))
+            Ok((vec![change], Action::Create { dir, name, replace: false, want }, Vec::new()))
         }
         Some(current) if current.kind == Kind::Dir => {
             let mut changes = want.changes(&current);
+            let mut linked = Vec::new();
             let below = if spec.recurse {
                 let files = WantAttrs::resolve(spec.owner.as_deref(), spec.group.as_deref(), spec.file_mode)?;
                 let below = Below { dirs: want.clone(), files };
@@ -201,11 +236,12 @@ fn plan_present(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError
                 let mut tally = Tally::default();
                 walk(&top, path, &below, Walk::Look, &mut tally, 0)?;
                 changes.extend(tally.changes(&below));
+                linked = tally.linked;
                 Some(below)
             } else {
                 None
             };
-            Ok((changes, Action::Update { dir, name, current, want, below }))
+            Ok((changes, Action::Update { dir, name, current, want, below }, linked))
         }
         Some(other) => {
             let kind = kind_name(other.kind);
@@ -216,7 +252,7 @@ fn plan_present(spec: &DirectorySpec) -> Result<(Vec<Change>, Action), ExecError
                 )));
             }
             let change = Change::set("type", kind, "directory");
-            Ok((vec![change], Action::Create { dir, name, replace: true, want }))
+            Ok((vec![change], Action::Create { dir, name, replace: true, want }, Vec::new()))
         }
     }
 }
@@ -268,6 +304,8 @@ struct Tally {
     group: Vec<PathBuf>,
     mode: Vec<PathBuf>,
     file_mode: Vec<PathBuf>,
+    /// Regular files with several links whose attributes differ: left alone.
+    linked: Vec<Linked>,
 }
 
 /// Entries named in a change before the rest are only counted.
@@ -349,10 +387,23 @@ fn walk(
             Kind::Symlink | Kind::Other => continue,
         };
         let changes = want.changes(&meta);
-        let rel = path.strip_prefix(shown).unwrap_or(&path).to_path_buf();
-        tally.record(&rel, &changes, meta.kind == Kind::Dir);
-        if mode == Walk::Fix && !changes.is_empty() {
-            want.apply_to(top, &name, &meta, meta.kind, &path)?;
+        let rel = PathBuf::from(&name);
+        if changes.is_empty() {
+            // Nothing to change here.
+        } else if meta.kind == Kind::File && meta.nlink > 1 {
+            // Its other name may be outside the tree: a chown here would be a chown there.
+            tally.linked.push((rel, meta.nlink));
+        } else {
+            tally.record(&rel, &changes, meta.kind == Kind::Dir);
+            if mode == Walk::Fix {
+                let left = match meta.kind {
+                    Kind::File => want.apply_to_sole_link(top, &name, &meta, &path)?,
+                    _ => want.apply_to(top, &name, &meta, meta.kind, &path).map(|()| None)?,
+                };
+                if let Some(links) = left {
+                    tally.linked.push((rel, links));
+                }
+            }
         }
         if meta.kind == Kind::Dir {
             let sub = safe_fs::open_subdir(top, &name, &path)?;
@@ -372,6 +423,7 @@ impl Tally {
         self.group.extend(prefix(sub.group));
         self.mode.extend(prefix(sub.mode));
         self.file_mode.extend(prefix(sub.file_mode));
+        self.linked.extend(sub.linked.into_iter().map(|(p, n)| (Path::new(name).join(p), n)));
     }
 }
 

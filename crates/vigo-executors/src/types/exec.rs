@@ -129,6 +129,24 @@ impl Executor for Exec {
                 hint: Some("use plain names like `LANG`".into()),
             });
         }
+        for (field, line) in
+            [("command", Some(&spec.command)), ("unless", spec.unless.as_ref()), ("onlyif", spec.onlyif.as_ref())]
+        {
+            if let Some(line) = line
+                && line.has_secret()
+            {
+                lints.push(Lint {
+                    field: Some(field.into()),
+                    message: format!(
+                        "`{field}` holds a secret reference: a command line is visible to every local user in /proc/<pid>/cmdline"
+                    ),
+                    hint: Some(
+                        "pass the secret through `env` (e.g. `env: {DB_PASSWORD: \"secret:db/pw\"}`) and read it from the environment in the command"
+                            .into(),
+                    ),
+                });
+            }
+        }
         lints
     }
 
@@ -199,6 +217,15 @@ pub enum CommandLine {
 }
 
 impl CommandLine {
+    /// Whether any part of the line is a `secret:` reference (filled in with the value
+    /// before the command runs, which would put it on the command line).
+    fn has_secret(&self) -> bool {
+        match self {
+            CommandLine::Shell(text) => vigo_model::secretref::parse_value(text).is_some(),
+            CommandLine::Argv(argv) => argv.iter().any(|a| vigo_model::secretref::parse_value(a).is_some()),
+        }
+    }
+
     fn command(&self) -> Command {
         match self {
             CommandLine::Shell(text) => {
@@ -665,6 +692,27 @@ mod tests {
         let fields: Vec<Option<String>> =
             Exec::lint(&odd, Common { name: "x", when: None }).into_iter().map(|l| l.field).collect();
         assert_eq!(fields, [Some("timeout".into()), Some("returns".into()), Some("env".into())]);
+    }
+
+    #[test]
+    fn a_secret_on_a_command_line_is_refused_and_one_in_env_is_not() {
+        let common = Common { name: "x", when: None };
+        for (yaml, field) in [
+            ("command: [mysql, -u, app, \"secret:db/pw\"]\ncreates: /x", "command"),
+            ("command: \"secret:db/script\"\ncreates: /x", "command"),
+            ("command: \"true\"\nunless: [check, \"secret:db/pw\"]", "unless"),
+            ("command: \"true\"\nonlyif: [check, \"secret:db/pw\"]", "onlyif"),
+        ] {
+            let lints = Exec::lint(&spec::<Exec>(yaml), common);
+            assert_eq!(lints.len(), 1, "{yaml}: {lints:?}");
+            assert_eq!(lints[0].field.as_deref(), Some(field), "{yaml}");
+            assert!(lints[0].message.contains("/proc/<pid>/cmdline"), "{}", lints[0].message);
+            assert!(lints[0].hint.as_deref().is_some_and(|h| h.contains("`env`")), "{yaml}");
+        }
+        let through_env = spec::<Exec>("command: [mysql, -u, app]\ncreates: /x\nenv: {MYSQL_PWD: \"secret:db/pw\"}");
+        assert!(Exec::lint(&through_env, common).is_empty());
+        let literal = spec::<Exec>("command: grep -q secret:x /etc/app.conf\ncreates: /x");
+        assert!(Exec::lint(&literal, common).is_empty(), "text that merely mentions `secret:` is not a reference");
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::textfile;
 /// Manages one regular file.
 pub struct File;
 
+/// Mode of a `sensitive` file whose spec has no `mode:`.
+pub const SENSITIVE_MODE: u32 = 0o600;
+
 /// Fields of a `file` resource.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,13 +47,17 @@ pub struct FileSpec {
     pub owner: Option<String>,
     /// Owning group, as a name or a numeric gid.
     pub group: Option<String>,
-    /// Permission bits as a quoted octal string, e.g. `"0644"`. New files get 0644 when unset.
+    /// Permission bits as a quoted octal string, e.g. `"0644"`. When unset, new files get
+    /// 0644 and existing ones keep theirs, but a `sensitive` file (as any holding a secret)
+    /// is made 0600.
     pub mode: Option<FileMode>,
     /// Manage the file a symlink at `target_path` points to, instead of replacing the link
     /// with a regular file (default false). `ensure: absent` always removes the link itself.
     #[serde(default)]
     pub follow: bool,
     /// Hide the content in reports and diffs (shown as `[redacted]`), e.g. for keys and passwords.
+    /// Without `mode`, the file is also kept private to its owner (0600). Set automatically
+    /// when a field holds a `secret:` reference.
     #[serde(default)]
     pub sensitive: bool,
 }
@@ -201,7 +208,9 @@ fn plan_present(spec: &FileSpec, ctx: &Ctx<'_>) -> Result<Plan, ExecError> {
         (None, None) => None,
     };
     let path = if spec.follow { follow_links(spec.target_path.as_path())? } else { spec.target_path.to_path_buf() };
-    let want = WantAttrs::resolve(spec.owner.as_deref(), spec.group.as_deref(), spec.mode)?;
+    // Secret content is never left readable by others because nobody thought of `mode:`.
+    let mode = spec.mode.or(spec.sensitive.then_some(FileMode(SENSITIVE_MODE)));
+    let want = WantAttrs::resolve(spec.owner.as_deref(), spec.group.as_deref(), mode)?;
     let (parent, name) = safe_fs::split(&path)?;
     let dir = open_parent(&parent, &path)?;
     let current = safe_fs::stat_at(&dir, &name, &path)?;
@@ -546,6 +555,32 @@ impl WantAttrs {
         kind: Kind,
         path: &Path,
     ) -> Result<(), ExecError> {
+        self.apply_checked(dir, name, current, kind, path, false).map(|_| ())
+    }
+
+    /// Like [`WantAttrs::apply_to`] for a regular file met by a recursive walk, which must
+    /// not reach outside the tree: a file with more than one link (judged on the open
+    /// handle, so a link made after the walk looked is caught too) is left alone, and its
+    /// link count returned.
+    pub fn apply_to_sole_link(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        current: &Meta,
+        path: &Path,
+    ) -> Result<Option<u64>, ExecError> {
+        self.apply_checked(dir, name, current, Kind::File, path, true)
+    }
+
+    fn apply_checked(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        current: &Meta,
+        kind: Kind,
+        path: &Path,
+        sole_link: bool,
+    ) -> Result<Option<u64>, ExecError> {
         let (uid, gid) = self.ids(path)?;
         let uid = uid.filter(|u| *u != current.uid);
         let gid = gid.filter(|g| *g != current.gid);
@@ -555,17 +590,21 @@ impl WantAttrs {
             mode = Some(current.mode);
         }
         if uid.is_none() && gid.is_none() && mode.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let fd = match kind {
             Kind::Dir => safe_fs::open_subdir(dir, name, path)?,
             _ => safe_fs::open_for_attrs(dir, name, path)?,
         };
-        if safe_fs::meta_of(&fd, path)?.kind != kind {
+        let opened = safe_fs::meta_of(&fd, path)?;
+        if opened.kind != kind {
             return Err(ExecError::failed(format!("{}: changed while being updated; not touching it", path.display())));
         }
+        if sole_link && opened.nlink > 1 {
+            return Ok(Some(opened.nlink));
+        }
         safe_fs::set_attrs(&fd, uid, gid, mode, path)?;
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -721,6 +760,25 @@ pub(crate) mod tests {
         let spec = spec::<File>(&yaml(&path, "content: \"hunter2-new\\n\"\nsensitive: true"));
         let drift = converge::<File>(&World::default(), &spec, || snapshot(tmp.path())).expect("drift");
         assert_eq!(drift.changes, vec![Change::set("content", REDACTED, REDACTED)]);
+    }
+
+    #[test]
+    fn sensitive_files_without_a_mode_are_private_to_their_owner() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let new = tmp.path().join("new.key");
+        let old = tmp.path().join("old.key");
+        std::fs::write(&old, "public before\n").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        for (path, expected) in [(&new, &["ensure"][..]), (&old, &["content", "mode"][..])] {
+            let spec = spec::<File>(&yaml(path, "content: \"k3y\\n\"\nsensitive: true"));
+            let drift = converge::<File>(&World::default(), &spec, || snapshot(tmp.path()));
+            assert_eq!(attributes(&drift), expected, "{}", path.display());
+            assert_eq!(mode_of(path), SENSITIVE_MODE, "{}: readable by others", path.display());
+        }
+        // An explicit mode still wins (e.g. a key a service group must read).
+        let spec = spec::<File>(&yaml(&old, "content: \"k3y\\n\"\nsensitive: true\nmode: \"0640\""));
+        converge::<File>(&World::default(), &spec, || snapshot(tmp.path()));
+        assert_eq!(mode_of(&old), 0o640);
     }
 
     #[test]

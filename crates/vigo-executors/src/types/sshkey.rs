@@ -5,7 +5,9 @@
 //! attributes, so changing them rewrites that one line. The file lives in a directory
 //! the user controls, so every step goes through [`safe_fs`]: the home is opened and
 //! checked, `.ssh` is opened without following a symlink (and created 0700 for the
-//! user when missing), a symlinked or hard-linked `authorized_keys` is refused, and
+//! user when missing), a symlinked or hard-linked `authorized_keys` is refused, and so
+//! is one owned by anybody but the user (root's own file only in a directory only root
+//! can change: in the user's `.ssh` it may be a root file she moved there), and
 //! the new content is written to a temp file that is chowned, chmodded 0600 and
 //! renamed into place.
 //!
@@ -120,7 +122,7 @@ fn check_with(spec: &SshKeySpec, passwd: &Path) -> Result<Check, ExecError> {
     let shown = loc.file();
     match open_parent(&loc, &user, false)? {
         Parent::Open(dir) => {
-            let current = read_keys(&dir, &loc.name, &shown)?;
+            let current = read_keys(&dir, &loc.name, &shown, &user)?;
             let outcome = assess(spec, &want, &user, current.as_ref().map(|(t, m)| (t.as_str(), m)), &shown);
             Ok(Check::from_changes(outcome.changes, outcome.diff))
         }
@@ -147,7 +149,7 @@ fn apply_with(spec: &SshKeySpec, passwd: &Path) -> Result<Applied, ExecError> {
         Parent::Missing { .. } if !present => return Ok(Applied::default()),
         Parent::Missing { dir, .. } => return Err(no_dir(&dir)),
     };
-    let current = read_keys(&dir, &loc.name, &shown)?;
+    let current = read_keys(&dir, &loc.name, &shown, &user)?;
     let outcome = assess(spec, &want, &user, current.as_ref().map(|(t, m)| (t.as_str(), m)), &shown);
     if let Some(text) = outcome.write {
         let attrs = Attrs { uid: Some(user.uid), gid: Some(user.gid), mode: Some(FILE_MODE) };
@@ -280,10 +282,15 @@ fn check_dir(fd: &OwnedFd, shown: &Path, user: &User) -> Result<(), ExecError> {
 }
 
 /// The current file and the metadata of what was read; `None` when absent.
-fn read_keys(dir: &OwnedFd, name: &str, shown: &Path) -> Result<Option<(String, Meta)>, ExecError> {
+///
+/// Its content is used only when the file is the user's to begin with: it becomes the
+/// user's file (and shows in the diff), so a file of someone else's must not be read into it.
+fn read_keys(dir: &OwnedFd, name: &str, shown: &Path, user: &User) -> Result<Option<(String, Meta)>, ExecError> {
     let Some((bytes, meta)) = safe_fs::read_with_meta(dir, name, shown, textfile::MAX_TEXT)? else {
         return Ok(None);
     };
+    // Judged on the very file that was read; refused before its content is looked at.
+    check_file_owner(dir, &meta, shown, user)?;
     // A hard link would make us copy some other file's content into a file the user owns.
     if meta.nlink > 1 {
         return Err(ExecError::failed(format!(
@@ -295,6 +302,33 @@ fn read_keys(dir: &OwnedFd, name: &str, shown: &Path) -> Result<Option<(String, 
     let text =
         String::from_utf8(bytes).map_err(|_| ExecError::failed(format!("{}: not UTF-8 text", shown.display())))?;
     Ok(Some((text, meta)))
+}
+
+/// An existing file must be the user's. Root's own file is accepted only in a directory
+/// owned by root that nobody else can write: anywhere the user can rename entries, a
+/// root file may be one she moved there (a root-owned 0600 file renamed to
+/// `~/.ssh/authorized_keys` would otherwise be rewritten as hers, its content with it).
+fn check_file_owner(dir: &OwnedFd, meta: &Meta, shown: &Path, user: &User) -> Result<(), ExecError> {
+    if meta.uid == user.uid {
+        return Ok(());
+    }
+    let holder = safe_fs::meta_of(dir, shown)?;
+    let roots_dir = holder.uid == 0 && holder.mode & 0o022 == 0;
+    if meta.uid == 0 && roots_dir {
+        return Ok(());
+    }
+    let name = accounts::user_name(meta.uid);
+    let whose =
+        if name == meta.uid.to_string() { format!("uid {}", meta.uid) } else { format!("{name} (uid {})", meta.uid) };
+    let note = if meta.uid == 0 { " (a file of root's only counts in a directory only root can change)" } else { "" };
+    Err(ExecError::failed(format!(
+        "{}: owned by {whose}, not by {} (uid {}){note}; refusing to rewrite it as {}'s, since it may be another file moved here (chown it to {} if it is theirs, or remove it)",
+        shown.display(),
+        user.name,
+        user.uid,
+        user.name,
+        user.name
+    )))
 }
 
 /// What check reports and apply writes, from the same inputs.
@@ -600,7 +634,8 @@ fn key_changes(have: &KeyLine, want: &KeyLine) -> Vec<Change> {
 mod tests {
     use super::*;
     use crate::conformance::{self, World, attributes};
-    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+    use std::os::unix::process::CommandExt as _;
 
     const ED1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g";
     const ED2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn+AgYKD";
@@ -952,6 +987,61 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "root:secret\n", "{how}");
             assert_eq!(std::fs::metadata(&victim).expect("victim").uid(), 0, "{how}");
         }
+    }
+
+    #[test]
+    fn a_root_file_the_user_moved_into_her_ssh_dir_is_refused_and_left_alone() {
+        let home = Home::new();
+        let ssh = home.home.join(".ssh");
+        std::fs::create_dir(&ssh).expect(".ssh");
+        std::fs::set_permissions(home.home.parent().expect("parent"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        for dir in [&home.home, &ssh] {
+            std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).expect("chown");
+        }
+        // A private file of root's in her home (left there by a `sudo` run, say)…
+        const ROOTS: &str = "root:$6$not-for-her$hash:19000:0:99999:7:::\n";
+        let roots = home.home.join(".root-notes");
+        std::fs::write(&roots, ROOTS).expect("root's file");
+        std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // …which she, as herself, renames to her authorized_keys.
+        let moved = std::process::Command::new("mv")
+            .arg(&roots)
+            .arg(home.keys())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .status()
+            .expect("mv as the user");
+        assert!(moved.success(), "the user can move root's file in her own directories");
+        let state = || {
+            let m = std::fs::symlink_metadata(home.keys()).expect("still there");
+            (m.ino(), m.uid(), m.gid(), m.mode() & 0o7777, std::fs::read_to_string(home.keys()).expect("read"))
+        };
+        let before = state();
+        assert_eq!((before.1, before.3), (0, 0o600));
+        let world = noop();
+        for ensure in ["present", "absent"] {
+            let spec = home.spec(&format!("{{user: nobody, key: '{ED1} alice', ensure: {ensure}, exclusive: false}}"));
+            let check = Fixture::check(&spec, &world.ctx(crate::Mode::NoOp)).expect_err("check refuses");
+            let apply =
+                Fixture::apply(&spec, &Drift::default(), &world.ctx(crate::Mode::Enforce)).expect_err("apply refuses");
+            for err in [check.to_string(), apply.to_string()] {
+                let want = format!(
+                    "{}: owned by root (uid 0), not by nobody (uid {NOBODY}) (a file of root's only counts in a directory only root can change)",
+                    home.keys().display()
+                );
+                assert!(err.starts_with(&want), "{ensure}: {err}");
+                assert!(!err.contains("not-for-her"), "{ensure}: the refused file's content is shown: {err}");
+            }
+            assert_eq!(state(), before, "{ensure}: the file was changed");
+        }
+        // Another user's file is refused the same way.
+        std::os::unix::fs::chown(home.keys(), Some(1234), Some(1234)).expect("chown");
+        let spec = home.spec(&format!("{{user: nobody, key: '{ED1}'}}"));
+        let err = Fixture::check(&spec, &world.ctx(crate::Mode::NoOp)).expect_err("foreign file").to_string();
+        assert!(err.contains("authorized_keys: owned by uid 1234, not by nobody"), "{err}");
+        assert_eq!(std::fs::read_to_string(home.keys()).expect("read"), ROOTS);
     }
 
     #[test]
