@@ -402,11 +402,18 @@ impl PeerClient {
 }
 
 /// A peer certificate that chains to the fleet CA but is not the one expected.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("peer certificate {actual} is not the one the server issued to this peer ({expected})")]
 struct NotThePinnedCertificate {
     actual: String,
     expected: String,
+}
+
+// rustls shows the cause with `Debug`: make that the readable message.
+impl std::fmt::Debug for NotThePinnedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Refuses revoked certificates, verifies against the fleet CA, then requires
@@ -516,6 +523,25 @@ mod tests {
         assert!(matches!(list.revoke("abcd"), Err(TlsError::BadFingerprint(_))));
         assert!(matches!(list.revoke(&"zz".repeat(32)), Err(TlsError::BadFingerprint(_))));
         assert!(!list.is_revoked("abcd"));
+    }
+
+    #[test]
+    fn a_replaced_list_is_exactly_the_servers_and_digests_agree() {
+        let (a, b, c) = ("aa".repeat(32), "bb".repeat(32), "cc".repeat(32));
+        let server = RevocationList::with_fingerprints([&a, &b]).expect("valid");
+        let envoy = RevocationList::with_fingerprints([&c]).expect("valid");
+        assert_ne!(envoy.digest(), server.digest());
+        let generation = envoy.generation();
+        assert!(envoy.replace(server.fingerprints()).expect("valid"));
+        assert!(envoy.generation() > generation, "cached sessions die with the change");
+        assert_eq!(envoy.fingerprints(), [a.clone(), b.clone()]);
+        assert!(!envoy.is_revoked(&c), "what the server no longer lists is dropped");
+        assert_eq!(envoy.digest(), server.digest());
+        assert!(!envoy.replace([b.to_uppercase(), a.clone()]).expect("valid"), "same list, any order or case");
+        // One bad fingerprint and nothing changes.
+        assert!(matches!(envoy.replace([c.as_str(), "nope"]), Err(TlsError::BadFingerprint(_))));
+        assert_eq!(envoy.fingerprints(), [a, b]);
+        assert_eq!(RevocationList::new().digest(), RevocationList::new().digest());
     }
 
     #[test]
