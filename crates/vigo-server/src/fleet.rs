@@ -137,6 +137,11 @@ impl FleetIndex {
         }
     }
 
+    /// The certificate issued to an active envoy (SHA-256 hex), as transfer orders name it.
+    pub fn active_certificate(&self, name: &str) -> Option<String> {
+        self.read().get(name).filter(|e| e.revoked_at.is_none()).map(|e| e.cert_fingerprint.clone())
+    }
+
     /// An envoy's report progress, read without copying the envoy.
     pub fn reports(&self, name: &str) -> Option<ReportProgress> {
         self.read().get(name).map(|e| e.reports)
@@ -280,5 +285,11 @@ mod tests {
         assert_eq!((p.stored, p.queued, p.stored_run, p.queued_run), (4, 4, row, None));
         assert_eq!(p.ack(6), 4, "reports 5 and 6 are resent");
         assert_eq!(ReportProgress::loaded(row, 6).queued_run, row);
+    }
+}
+
+impl crate::vigosync::Certificates for FleetIndex {
+    fn certificate(&self, envoy: &str) -> Option<String> {
+        self.active_certificate(envoy)
     }
 }

@@ -83,7 +83,8 @@ pub struct Inner {
     pub config_dir: PathBuf,
     pub settings: Settings,
     pub store: Store,
-    pub fleet: FleetIndex,
+    /// Shared with vigosync, which names the envoys' certificates in transfer orders.
+    pub fleet: Arc<FleetIndex>,
     pub verifier: Verifier,
     /// Checks request signatures in batches.
     pub signatures: crate::signatures::SignatureChecker,
@@ -122,7 +123,7 @@ impl Server {
     ) -> anyhow::Result<(Self, crate::writer::WriterHandle)> {
         let ca = vigo_pki::FleetCa::load(&state.ca_dir())?;
         let bundle_key = Arc::new(SigningKey::load(&state.bundle_key())?);
-        let fleet = FleetIndex::default();
+        let fleet = Arc::new(FleetIndex::default());
         let revoked = RevocationList::new();
         for row in store.envoys().await? {
             if row.revoked_at.is_some() {
@@ -136,7 +137,7 @@ impl Server {
             fleet.set_policy(Arc::new(policy));
         }
         let admin_hashes = store.admin_tokens().await?.into_iter().map(|t| t.sha256).collect();
-        let vigosync = restore_vigosync(&store, &fleet, bundle_key.clone()).await?;
+        let vigosync = restore_vigosync(&store, &fleet, bundle_key.clone()).await?.with_certificates(fleet.clone());
         let (writer, handle) = Writer::start(store.clone());
         let audit = crate::audit::AuditLog::open(&store).await?;
         let inner = Inner {
