@@ -387,7 +387,8 @@ impl PeerClient {
     pub fn pinned(&self, fingerprint: &str) -> Result<ClientConfig, TlsError> {
         let expected =
             normalize_fingerprint(fingerprint).ok_or_else(|| TlsError::BadFingerprint(fingerprint.to_string()))?;
-        let verifier = Arc::new(PinnedPeerVerifier { inner: self.roots.clone(), revoked: self.revoked.clone(), expected });
+        let verifier =
+            Arc::new(PinnedPeerVerifier { inner: self.roots.clone(), revoked: self.revoked.clone(), expected });
         let config_err = |source| TlsError::Config { side: "client", source };
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()

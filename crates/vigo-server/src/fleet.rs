@@ -198,6 +198,12 @@ impl FleetIndex {
     }
 }
 
+impl crate::vigosync::Certificates for FleetIndex {
+    fn certificate(&self, envoy: &str) -> Option<String> {
+        self.active_certificate(envoy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ReportProgress;
@@ -285,11 +291,5 @@ mod tests {
         assert_eq!((p.stored, p.queued, p.stored_run, p.queued_run), (4, 4, row, None));
         assert_eq!(p.ack(6), 4, "reports 5 and 6 are resent");
         assert_eq!(ReportProgress::loaded(row, 6).queued_run, row);
-    }
-}
-
-impl crate::vigosync::Certificates for FleetIndex {
-    fn certificate(&self, envoy: &str) -> Option<String> {
-        self.active_certificate(envoy)
     }
 }

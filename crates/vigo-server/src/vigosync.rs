@@ -526,7 +526,8 @@ impl Vigosync {
         let mut orders = Vec::new();
         for p in pending.values_mut().take(MAX_ORDERS_PER_CHECKIN) {
             let source = &p.delivery.source;
-            let (Some(source_cert), Some(target_cert)) = (self.certs.certificate(source), self.certs.certificate(target))
+            let (Some(source_cert), Some(target_cert)) =
+                (self.certs.certificate(source), self.certs.certificate(target))
             else {
                 tracing::warn!(%source, %target, "no certificate on record for an end of a transfer; no order issued");
                 p.signed = None;

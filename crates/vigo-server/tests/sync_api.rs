@@ -206,7 +206,10 @@ async fn check_in_carries_signed_orders_and_events_push_the_target() {
     let ttl = o.expires_at - vigo_server::now();
     assert!((590..=600).contains(&ttl), "expires in {ttl}s");
     // Only the certificates enrollment issued to h1 and h2 can use it.
-    assert_eq!((o.source_cert.as_str(), o.target_cert.as_str()), (h1.cert_fingerprint.as_str(), h2.cert_fingerprint.as_str()));
+    assert_eq!(
+        (o.source_cert.as_str(), o.target_cert.as_str()),
+        (h1.cert_fingerprint.as_str(), h2.cert_fingerprint.as_str())
+    );
     assert_eq!(o.check_parties("h1", "h2", &h2.cert_fingerprint), Ok(()));
     assert!(o.check_parties("h1", "h2", &h3.cert_fingerprint).is_err());
     // h3 (no ~/vigosync for alice) and h1 (the source) get nothing.
@@ -419,7 +422,7 @@ async fn check_ins_deliver_the_revocation_list_when_it_differs() {
 
     w.server.revoke_envoy("h2").await.expect("revoke");
     let sent = h1.check_in_holding(held.digest()).await.revoked_certificates.expect("the new list");
-    assert_eq!(sent.sha256, [h2.cert_fingerprint.clone()]);
+    assert_eq!(sent.sha256, std::slice::from_ref(&h2.cert_fingerprint));
     assert!(held.replace(&sent.sha256).expect("fingerprints"));
     assert!(h1.check_in_holding(held.digest()).await.revoked_certificates.is_none(), "up to date");
 }

@@ -145,8 +145,14 @@ impl Fleet {
     /// The receiving envoy h2 with `revoked` as its revocation list.
     fn fetcher(&self, revoked: RevocationList) -> Fetcher {
         let tls = client_tls(self.ca.cert_pem(), &self.h2.cert, &self.h2.key, revoked).expect("client tls");
-        Fetcher::new("h2", self.server_key.public_key(), tls, Arc::new(PasswdFile::new(&self.target.passwd)), HashCache::new())
-            .with_max_attempts(1)
+        Fetcher::new(
+            "h2",
+            self.server_key.public_key(),
+            tls,
+            Arc::new(PasswdFile::new(&self.target.passwd)),
+            HashCache::new(),
+        )
+        .with_max_attempts(1)
     }
 
     async fn stop(mut self) {
@@ -337,7 +343,7 @@ async fn a_peer_holding_streams_it_never_reads_cannot_starve_another() {
     // stops reading and keeps them all open.
     let mut held = Vec::new();
     let mut refused = 0;
-    let mut clients = vec![fleet.connect(&fleet.h2).await.expect("h2"), fleet.connect(&fleet.h2).await.expect("h2")];
+    let mut clients = [fleet.connect(&fleet.h2).await.expect("h2"), fleet.connect(&fleet.h2).await.expect("h2")];
     for n in 0..8 {
         match clients[n % 2].fetch(request(&hog_order)).await {
             Ok(response) => {
