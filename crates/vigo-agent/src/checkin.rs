@@ -78,6 +78,9 @@ pub struct Cycle {
     pub interval_secs: u32,
     /// Transfers the server ordered to this envoy.
     pub orders: Vec<SignedOrder>,
+    /// The server's certificate revocation list, when it sent one (it differed from
+    /// the one held, which it now replaces): for the swarm peer port.
+    pub revoked: Option<Vec<String>>,
     /// The vigosync scan this check-in reported.
     pub scan: crate::sync::Scan,
 }
@@ -117,6 +120,7 @@ pub async fn cycle(
     let digest: String = Sha256::digest(&traits_json).iter().map(|b| format!("{b:02x}")).collect();
     let mut checked_in = Ok(());
     let mut orders = Vec::new();
+    let mut revoked = None;
     let mut new_policy = false;
     for _ in 0..MAX_DRAIN_ROUNDS {
         let cached = load_bundle(paths).ok();
@@ -132,6 +136,7 @@ pub async fn cycle(
                 }
                 new_policy |= reply.new_policy;
                 orders = reply.orders;
+                revoked = reply.revoked.or(revoked);
                 if reply.more_queued {
                     continue;
                 }
@@ -168,7 +173,7 @@ pub async fn cycle(
     }
     state.last_checkin_error = checked_in.as_ref().err().cloned();
     state.save(paths)?;
-    Ok(Cycle { checked_in, report, interval_secs: settings.interval_secs, orders, scan })
+    Ok(Cycle { checked_in, report, interval_secs: settings.interval_secs, orders, revoked, scan })
 }
 
 /// What a successful check-in told the agent.
@@ -179,6 +184,8 @@ struct Reply {
     /// A new bundle was accepted.
     new_policy: bool,
     orders: Vec<SignedOrder>,
+    /// The server's revocation list, saved, when it sent one.
+    revoked: Option<Vec<String>>,
 }
 
 async fn check_in(
@@ -199,6 +206,7 @@ async fn check_in(
         traits_json: (state.traits_sent.as_deref() != Some(digest)).then(|| traits_json.to_vec()),
         policy_version: cached.map(|b| b.version.clone()).unwrap_or_default(),
         reports: queued.iter().map(|e| QueuedReport { seq: e.seq, json: e.report.to_string().into_bytes() }).collect(),
+        revocations_digest: crate::revoked::load(paths).digest(),
     };
     let bytes = body.encode_to_vec();
     let sig = vigo_pki::sign_request(&signing, "CheckIn", &bytes, now());
@@ -218,6 +226,10 @@ async fn check_in(
     queue.ack(acked)?;
     let orders =
         reply.transfer_orders.into_iter().map(|o| SignedOrder { payload: o.payload, signature: o.signature }).collect();
+    let revoked = match reply.revoked_certificates {
+        Some(list) => Some(crate::revoked::save(paths, &list.sha256)?),
+        None => None,
+    };
     let new_policy = matches!(reply.policy, Some(check_in_response::Policy::Bundle(_)));
     if let Some(check_in_response::Policy::Bundle(b)) = reply.policy {
         let offered = CachedBundle {
@@ -228,7 +240,7 @@ async fn check_in(
         accept_bundle(paths, cached, &offered)?;
     }
     let more_queued = queued.len() == BATCH && acked == sent_up_to && !queue.is_empty()?;
-    Ok(Reply { interval: reply.interval_secs, more_queued, new_policy, orders })
+    Ok(Reply { interval: reply.interval_secs, more_queued, new_policy, orders, revoked })
 }
 
 /// Verifies a bundle the server sent and caches it, unless it comes from an older

@@ -117,6 +117,9 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
                     w.rearm(c.scan.dirs);
                 }
                 if let Some(s) = &swarm {
+                    if let Some(revoked) = &c.revoked {
+                        s.set_revoked(revoked);
+                    }
                     s.dispatch(c.orders);
                     s.record_outgoing();
                     if trigger == Trigger::Interval {

@@ -14,6 +14,7 @@ pub mod output;
 pub mod paths;
 pub mod queue;
 pub mod report;
+pub mod revoked;
 pub mod runner;
 pub mod sync;
 pub mod watch;

@@ -194,6 +194,9 @@ pub fn update_status(paths: &AgentPaths, f: impl FnOnce(&mut SyncStatus)) {
 /// it to serve) and the fetcher for what it is ordered to receive.
 pub struct Swarm {
     paths: AgentPaths,
+    /// The server's certificate revocation list, refused by the peer server (at the
+    /// handshake and at every request) and by the fetcher.
+    revoked: vigo_pki::RevocationList,
     fetcher: Arc<Fetcher>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
@@ -212,10 +215,18 @@ impl Swarm {
         cache: HashCache,
         wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
-        let tls = vigo_swarm::tls::client_tls(&creds.ca, &creds.cert, &creds.key)?;
+        let revoked = crate::revoked::load(paths);
+        let tls = vigo_swarm::tls::client_tls(&creds.ca, &creds.cert, &creds.key, revoked.clone())?;
         let accounts: Arc<dyn vigo_swarm::accounts::Accounts> = Arc::new(PasswdFile::system());
         let fetcher = Fetcher::new(creds.name.clone(), creds.server_key, tls, accounts, cache);
-        Ok(Self { paths: paths.clone(), fetcher: Arc::new(fetcher), in_flight: Arc::default(), wake, peer: None })
+        Ok(Self {
+            paths: paths.clone(),
+            revoked,
+            fetcher: Arc::new(fetcher),
+            in_flight: Arc::default(),
+            wake,
+            peer: None,
+        })
     }
 
     /// The fetcher plus the peer server on `listen` (the daemon). A port that cannot be
@@ -228,10 +239,10 @@ impl Swarm {
     ) -> anyhow::Result<Self> {
         let creds = Credentials::load(paths)?;
         let mut swarm = Self::with_fetcher(paths, &creds, cache.clone(), wake)?;
-        let tls = vigo_swarm::tls::server_tls(&creds.ca, &creds.cert, &creds.key, vigo_pki::RevocationList::new())?;
+        let tls = vigo_swarm::tls::server_tls(&creds.ca, &creds.cert, &creds.key, swarm.revoked.clone())?;
         let accounts: Arc<dyn vigo_swarm::accounts::Accounts> = Arc::new(PasswdFile::system());
         let state = Arc::new(
-            PeerState::new(creds.name, creds.server_key)
+            PeerState::new(creds.name, creds.server_key, swarm.revoked.clone())
                 .with_source("vigosync", Arc::new(VigosyncSource::new(accounts, cache))),
         );
         match PeerServer::bind(listen, tls, state.clone()).await {
@@ -239,6 +250,16 @@ impl Swarm {
             Err(e) => tracing::error!(error = %e, "swarm peer server not started; this envoy serves no files"),
         }
         Ok(swarm)
+    }
+
+    /// Replaces the revocation list with the server's (as a check-in delivered it):
+    /// refused from the next handshake and request on.
+    pub fn set_revoked(&self, fingerprints: &[String]) {
+        match self.revoked.replace(fingerprints) {
+            Ok(true) => tracing::info!(revoked = fingerprints.len(), "certificate revocation list updated"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "the server's certificate revocation list was not applied"),
+        }
     }
 
     /// Starts a fetch for every order not already in flight; each finished fetch

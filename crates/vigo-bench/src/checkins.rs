@@ -445,6 +445,7 @@ impl Simulated {
             traits_json: (!state.traits_sent).then(|| self.traits.json.clone()),
             policy_version: state.policy_version.clone(),
             reports,
+            revocations_digest: String::new(),
         };
         let bytes = body.encode_to_vec();
         let sig = vigo_pki::sign_request(&self.envoy.signing, "CheckIn", &bytes, vigo_agent::checkin::now());

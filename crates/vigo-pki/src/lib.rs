@@ -44,7 +44,8 @@ pub use signing::{
     sign_request,
 };
 pub use tls::{
-    RevocationList, TlsError, cert_fingerprint, client_config, install_provider, peer_identity, server_config,
+    PeerClient, RevocationList, TlsError, cert_fingerprint, client_config, install_provider, peer_identity,
+    server_config,
 };
 pub use token::{NewToken, TokenError};
 

@@ -8,6 +8,11 @@
 //! every revocation invalidates all cached sessions and each envoy does one
 //! full handshake again.
 //!
+//! Between envoys ([`PeerClient`]) the dialling side refuses revoked peer
+//! certificates too, and pins the one certificate the server issued to the
+//! peer it dials; envoys learn the revocation list from their check-ins
+//! ([`RevocationList::digest`], [`RevocationList::replace`]).
+//!
 //! Every config is built with the `ring` provider explicitly, so nothing here
 //! depends on which provider a binary installed as the process default.
 
@@ -15,10 +20,11 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use rustls::{
@@ -134,6 +140,43 @@ impl RevocationList {
 
     pub fn is_empty(&self) -> bool {
         self.read().is_empty()
+    }
+
+    /// Every revoked fingerprint, sorted: the list as the server hands it to envoys.
+    pub fn fingerprints(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.read().iter().cloned().collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// SHA-256 (hex) of the sorted fingerprints, one per line: two lists with the
+    /// same digest hold the same certificates, so an envoy reports the digest of
+    /// the list it holds and the server sends the list only when it differs.
+    pub fn digest(&self) -> String {
+        crate::sha256_hex(self.fingerprints().join("\n").as_bytes())
+    }
+
+    /// Makes the list exactly `fingerprints` (the server's list, as an envoy
+    /// receives it). Nothing changes unless every fingerprint is valid. Returns
+    /// whether the list changed; a change takes effect at the next handshake.
+    pub fn replace<I, S>(&self, fingerprints: I) -> Result<bool, TlsError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut next = HashSet::new();
+        for fingerprint in fingerprints {
+            let text = fingerprint.as_ref();
+            next.insert(normalize_fingerprint(text).ok_or_else(|| TlsError::BadFingerprint(text.to_string()))?);
+        }
+        let mut current = self.write();
+        if *current == next {
+            return Ok(false);
+        }
+        *current = next;
+        drop(current);
+        self.0.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
     }
 
     fn generation(&self) -> u64 {
@@ -307,6 +350,133 @@ pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Cli
     Ok(config)
 }
 
+/// The client side of mutual TLS between envoys (the swarm): presents the
+/// envoy's own certificate, trusts only the fleet CA, refuses revoked
+/// certificates, and accepts as the peer only the one certificate the server
+/// issued to it (its SHA-256 fingerprint, as a transfer order carries it), so
+/// neither a revoked nor a replaced certificate of the right name passes.
+#[derive(Clone)]
+pub struct PeerClient {
+    roots: Arc<WebPkiServerVerifier>,
+    revoked: RevocationList,
+    certs: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient").field("revoked", &self.revoked.len()).finish_non_exhaustive()
+    }
+}
+
+impl PeerClient {
+    /// `cert_pem`/`key_pem` are the envoy's own; `revoked` is shared with whatever
+    /// keeps it up to date (the envoy's check-ins).
+    pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str, revoked: RevocationList) -> Result<Self, TlsError> {
+        let roots = WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(ca_pem)?), provider())
+            .build()
+            .map_err(TlsError::Verifier)?;
+        let certs = parse_certs(cert_pem, "client certificate")?;
+        let key = Arc::new(parse_key(key_pem, "client key")?);
+        Ok(Self { roots, revoked, certs, key })
+    }
+
+    /// The revocation list this client refuses.
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revoked
+    }
+
+    /// A client config that completes a handshake only with a peer presenting the
+    /// unrevoked fleet certificate whose SHA-256 is `fingerprint` (and naming the
+    /// server name dialled, as any fleet connection must).
+    pub fn pinned(&self, fingerprint: &str) -> Result<ClientConfig, TlsError> {
+        let expected =
+            normalize_fingerprint(fingerprint).ok_or_else(|| TlsError::BadFingerprint(fingerprint.to_string()))?;
+        let verifier =
+            Arc::new(PinnedPeerVerifier { inner: self.roots.clone(), revoked: self.revoked.clone(), expected });
+        let config_err = |source| TlsError::Config { side: "client", source };
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(config_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(self.certs.clone(), self.key.clone_key())
+            .map_err(config_err)?;
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+}
+
+/// A peer certificate that chains to the fleet CA but is not the one expected.
+#[derive(thiserror::Error)]
+#[error("peer certificate {actual} is not the one the server issued to this peer ({expected})")]
+struct NotThePinnedCertificate {
+    actual: String,
+    expected: String,
+}
+
+// rustls shows the cause with `Debug`: make that the readable message.
+impl std::fmt::Debug for NotThePinnedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Refuses revoked certificates, verifies against the fleet CA, then requires
+/// the pinned fingerprint.
+#[derive(Debug)]
+struct PinnedPeerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    revoked: RevocationList,
+    expected: String,
+}
+
+impl ServerCertVerifier for PinnedPeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.revoked.is_revoked_cert(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let actual = cert_fingerprint(end_entity);
+        if actual != self.expected {
+            let mismatch = NotThePinnedCertificate { actual, expected: self.expected.clone() };
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                mismatch,
+            )))));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// The envoy name of a verified peer: the CN of its end-entity certificate,
 /// or its first DNS SAN when it has no CN. `None` without a certificate.
 pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Option<String> {
@@ -359,6 +529,25 @@ mod tests {
         assert!(matches!(list.revoke("abcd"), Err(TlsError::BadFingerprint(_))));
         assert!(matches!(list.revoke(&"zz".repeat(32)), Err(TlsError::BadFingerprint(_))));
         assert!(!list.is_revoked("abcd"));
+    }
+
+    #[test]
+    fn a_replaced_list_is_exactly_the_servers_and_digests_agree() {
+        let (a, b, c) = ("aa".repeat(32), "bb".repeat(32), "cc".repeat(32));
+        let server = RevocationList::with_fingerprints([&a, &b]).expect("valid");
+        let envoy = RevocationList::with_fingerprints([&c]).expect("valid");
+        assert_ne!(envoy.digest(), server.digest());
+        let generation = envoy.generation();
+        assert!(envoy.replace(server.fingerprints()).expect("valid"));
+        assert!(envoy.generation() > generation, "cached sessions die with the change");
+        assert_eq!(envoy.fingerprints(), [a.clone(), b.clone()]);
+        assert!(!envoy.is_revoked(&c), "what the server no longer lists is dropped");
+        assert_eq!(envoy.digest(), server.digest());
+        assert!(!envoy.replace([b.to_uppercase(), a.clone()]).expect("valid"), "same list, any order or case");
+        // One bad fingerprint and nothing changes.
+        assert!(matches!(envoy.replace([c.as_str(), "nope"]), Err(TlsError::BadFingerprint(_))));
+        assert_eq!(envoy.fingerprints(), [a, b]);
+        assert_eq!(RevocationList::new().digest(), RevocationList::new().digest());
     }
 
     #[test]

@@ -137,6 +137,11 @@ impl FleetIndex {
         }
     }
 
+    /// The certificate issued to an active envoy (SHA-256 hex), as transfer orders name it.
+    pub fn active_certificate(&self, name: &str) -> Option<String> {
+        self.read().get(name).filter(|e| e.revoked_at.is_none()).map(|e| e.cert_fingerprint.clone())
+    }
+
     /// An envoy's report progress, read without copying the envoy.
     pub fn reports(&self, name: &str) -> Option<ReportProgress> {
         self.read().get(name).map(|e| e.reports)
@@ -190,6 +195,12 @@ impl FleetIndex {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Envoy>> {
         self.envoys.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::vigosync::Certificates for FleetIndex {
+    fn certificate(&self, envoy: &str) -> Option<String> {
+        self.active_certificate(envoy)
     }
 }
 

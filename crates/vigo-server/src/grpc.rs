@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use vigo_proto::agent_server::{Agent, AgentServer};
 use vigo_proto::{
     Bundle, CheckInBody, CheckInResponse, EnrollRequest, EnrollResponse, EventsRequest, NotModified, QueuedReport,
-    Signed, SignedTransferOrder, check_in_response,
+    RevokedCertificates, Signed, SignedTransferOrder, check_in_response,
 };
 use vigo_store::{EnvoyRow, WriteOp};
 
@@ -386,7 +386,12 @@ impl AgentService {
             }),
             None => check_in_response::Policy::NotModified(NotModified {}),
         };
+        // The list this server refuses at its own handshakes, for the envoy's peer port;
+        // sent only when the envoy holds another.
+        let revoked_certificates = (body.revocations_digest != self.server.revoked.digest())
+            .then(|| RevokedCertificates { sha256: self.server.revoked.fingerprints() });
         Ok(Response::new(CheckInResponse {
+            revoked_certificates,
             policy: Some(policy),
             interval_secs: self.server.settings.interval_secs,
             send_traits,

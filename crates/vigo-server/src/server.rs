@@ -83,7 +83,8 @@ pub struct Inner {
     pub config_dir: PathBuf,
     pub settings: Settings,
     pub store: Store,
-    pub fleet: FleetIndex,
+    /// Shared with vigosync, which names the envoys' certificates in transfer orders.
+    pub fleet: Arc<FleetIndex>,
     pub verifier: Verifier,
     /// Checks request signatures in batches.
     pub signatures: crate::signatures::SignatureChecker,
@@ -128,7 +129,7 @@ impl Server {
         let bundle_key = Arc::new(SigningKey::load(&state.bundle_key())?);
         let bundle_key_endorsement = ca.endorse_bundle_key(&bundle_key.public_key())?;
         let server_names = crate::state_dir::check_server_cert(&state)?;
-        let fleet = FleetIndex::default();
+        let fleet = Arc::new(FleetIndex::default());
         let revoked = RevocationList::new();
         for row in store.envoys().await? {
             if row.revoked_at.is_some() {
@@ -142,7 +143,7 @@ impl Server {
             fleet.set_policy(Arc::new(policy));
         }
         let admin_hashes = store.admin_tokens().await?.into_iter().map(|t| t.sha256).collect();
-        let vigosync = restore_vigosync(&store, &fleet, bundle_key.clone()).await?;
+        let vigosync = restore_vigosync(&store, &fleet, bundle_key.clone()).await?.with_certificates(fleet.clone());
         let (writer, handle) = Writer::start(store.clone());
         let audit = crate::audit::AuditLog::open(&store, state.audit_signer()?).await?;
         let inner = Inner {

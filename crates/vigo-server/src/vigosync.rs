@@ -26,6 +26,11 @@
 //! [`sync::MAX_FILES_PER_USER`] files and [`sync::MAX_BYTES_PER_USER`] bytes; the rest
 //! is ignored, logged and shown in the status view ([`SyncStatus::overflow`]), as is
 //! what the envoy itself says it left out ([`sync::OVERFLOW_TRAIT`]).
+//!
+//! Every order names the certificate the server issued to its source and to its
+//! target ([`Certificates`]), so only those two certificates can use it; an order is
+//! not issued while either is unknown (revoked), and is signed again when either
+//! changes (re-enrolment).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +71,18 @@ const FIRST_SEEN_PRUNE_MIN: usize = 100_000;
 
 /// One user's files on one envoy, by name.
 pub type Files = BTreeMap<String, FileEntry>;
+
+/// Where orders get the certificates they name: the SHA-256 (hex) of the
+/// certificate the server issued to an envoy, `None` for an envoy unknown or revoked.
+pub trait Certificates: Send + Sync {
+    fn certificate(&self, envoy: &str) -> Option<String>;
+}
+
+impl<F: Fn(&str) -> Option<String> + Send + Sync> Certificates for F {
+    fn certificate(&self, envoy: &str) -> Option<String> {
+        self(envoy)
+    }
+}
 
 /// What the planner knows about one envoy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -459,8 +476,9 @@ struct Pending {
     delivery: Delivery,
     /// Unix seconds since the delivery has been wanted (of this version, from this source).
     since: i64,
-    /// The order last handed out, re-sent until it nears expiry.
-    signed: Option<(SignedOrder, i64)>,
+    /// The order last handed out, re-sent until it nears expiry or either end's
+    /// certificate changes; with its expiry and the (source, target) certificates.
+    signed: Option<(SignedOrder, i64, (String, String))>,
 }
 
 /// target → (user, file name) → the pending delivery.
@@ -496,6 +514,8 @@ pub struct Restored<'a> {
 /// vigosync's state in the server: the planner, pending deliveries, order signing.
 pub struct Vigosync {
     key: Arc<SigningKey>,
+    /// The certificates orders name (none until [`Vigosync::with_certificates`]).
+    certs: Arc<dyn Certificates>,
     /// Whether any envoy takes part; while none does, check-ins skip the lock.
     active: AtomicBool,
     state: Mutex<State>,
@@ -533,7 +553,16 @@ impl Vigosync {
         let mut state = State { planner, pending: PendingMap::new() };
         let users = state.planner.users();
         replan(&mut state, &users, crate::now());
-        Self { key, active: AtomicBool::new(active), state: Mutex::new(state) }
+        let certs: Arc<dyn Certificates> = Arc::new(|_: &str| None);
+        Self { key, certs, active: AtomicBool::new(active), state: Mutex::new(state) }
+    }
+
+    /// Orders name the certificates `certs` gives for their source and target; without
+    /// it (or while it knows neither) no order is issued.
+    #[must_use]
+    pub fn with_certificates(mut self, certs: Arc<dyn Certificates>) -> Self {
+        self.certs = certs;
+        self
     }
 
     /// Whether any envoy takes part.
@@ -659,13 +688,25 @@ impl Vigosync {
         let Some(pending) = state.pending.get_mut(target) else { return Vec::new() };
         let mut orders = Vec::new();
         for p in pending.values_mut().take(MAX_ORDERS_PER_CHECKIN) {
-            let fresh = p.signed.as_ref().is_some_and(|(_, expires)| expires - now > RESIGN_BEFORE_SECS);
+            let source = &p.delivery.source;
+            let (Some(source_cert), Some(target_cert)) =
+                (self.certs.certificate(source), self.certs.certificate(target))
+            else {
+                tracing::warn!(%source, %target, "no certificate on record for an end of a transfer; no order issued");
+                p.signed = None;
+                continue;
+            };
+            let certs = (source_cert, target_cert);
+            let fresh = p
+                .signed
+                .as_ref()
+                .is_some_and(|(_, expires, named)| expires - now > RESIGN_BEFORE_SECS && *named == certs);
             if !fresh {
                 let expires_at = now + ORDER_TTL_SECS;
-                let order = order_of(&p.delivery, expires_at);
-                p.signed = Some((SignedOrder::sign(&order, &self.key), expires_at));
+                let order = order_of(&p.delivery, expires_at, &certs);
+                p.signed = Some((SignedOrder::sign(&order, &self.key), expires_at, certs));
             }
-            if let Some((signed, _)) = &p.signed {
+            if let Some((signed, _, _)) = &p.signed {
                 orders.push(signed.clone());
             }
         }
@@ -692,7 +733,7 @@ fn stale_sources(state: &State, target: &str, now: i64) -> BTreeSet<String> {
         .collect()
 }
 
-fn order_of(d: &Delivery, expires_at: i64) -> TransferOrder {
+fn order_of(d: &Delivery, expires_at: i64, (source_cert, target_cert): &(String, String)) -> TransferOrder {
     use rand_core::RngCore as _;
     let mut id = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut id);
@@ -707,6 +748,8 @@ fn order_of(d: &Delivery, expires_at: i64) -> TransferOrder {
         source: d.source.clone(),
         source_addr: d.source_addr.to_string(),
         target: d.target.clone(),
+        source_cert: source_cert.clone(),
+        target_cert: target_cert.clone(),
         expires_at,
     }
 }
@@ -1171,10 +1214,44 @@ mod tests {
         Some(IpAddr::from([198, 18, 0, n]))
     }
 
+    /// Every envoy's certificate, as the fleet index would give it.
+    fn issued() -> Arc<dyn Certificates> {
+        Arc::new(|envoy: &str| Some(format!("{envoy}-cert")))
+    }
+
+    #[test]
+    fn orders_name_the_certificates_issued_to_both_ends() {
+        let key = Arc::new(SigningKey::generate());
+        let book = Arc::new(Mutex::new(BTreeMap::from([("h1", "c1"), ("h2", "c2")])));
+        let lookup = Arc::clone(&book);
+        let certs = move |envoy: &str| lookup.lock().expect("book").get(envoy).map(|c| (*c).to_string());
+        let sync = Vigosync::new(key.clone(), [], Vec::new()).with_certificates(Arc::new(certs));
+        let file = v("a.txt", 10, "aa");
+        sync.check_in("h2", Some(&traits(&["alice"], &[("alice", vec![])])), ip(2), 1, 100);
+        sync.check_in("h1", Some(&traits(&["alice"], &[("alice", vec![file])])), ip(1), 1, 101);
+        let out = sync.check_in("h2", None, ip(2), 1, 102);
+        let order = out.orders[0].verify(&key.public_key(), 102).expect("valid order");
+        assert_eq!((order.source_cert.as_str(), order.target_cert.as_str()), ("c1", "c2"));
+        // h2 was re-enrolled: the next order names its new certificate, at once.
+        book.lock().expect("book").insert("h2", "c2-new");
+        let out = sync.check_in("h2", None, ip(2), 1, 103);
+        let order = out.orders[0].verify(&key.public_key(), 103).expect("valid order");
+        assert_eq!(order.target_cert, "c2-new");
+        // No certificate on record for the source (revoked): no order at all.
+        book.lock().expect("book").remove("h1");
+        assert!(sync.check_in("h2", None, ip(2), 1, 104).orders.is_empty());
+        assert!(sync.has_orders("h2"), "the delivery is still wanted");
+        // Without a certificate book, nothing is ever ordered.
+        let blind = Vigosync::new(key, [], Vec::new());
+        blind.check_in("h2", Some(&traits(&["alice"], &[("alice", vec![])])), ip(2), 1, 100);
+        blind.check_in("h1", Some(&traits(&["alice"], &[("alice", vec![v("a.txt", 10, "aa")])])), ip(1), 1, 101);
+        assert!(blind.check_in("h2", None, ip(2), 1, 102).orders.is_empty());
+    }
+
     #[test]
     fn check_ins_issue_signed_orders_and_poke_targets() {
         let key = Arc::new(SigningKey::generate());
-        let sync = Vigosync::new(key.clone(), [], Vec::new());
+        let sync = Vigosync::new(key.clone(), [], Vec::new()).with_certificates(issued());
         assert!(!sync.is_active());
         // Envoys without a vigosync trait cost nothing.
         let none = sync.check_in("h9", Some(&json!({"users": {"human": ["alice"]}})), ip(9), 1, 100);
@@ -1203,6 +1280,7 @@ mod tests {
         assert_eq!((order.user.as_str(), order.name.as_str()), ("alice", "a.txt"));
         assert_eq!((order.sha256.as_str(), order.size, order.mtime), (file.sha256.as_str(), 3, 10));
         assert_eq!((order.kind.as_str(), order.expires_at), (ORDER_KIND, 102 + ORDER_TTL_SECS));
+        assert_eq!((order.source_cert.as_str(), order.target_cert.as_str()), ("h1-cert", "h2-cert"));
         // Re-sent unchanged while pending, and signed afresh when it nears expiry.
         let again = sync.check_in("h2", None, ip(2), 1, 103);
         assert_eq!(again.orders, h2.orders);
@@ -1232,7 +1310,7 @@ mod tests {
     #[test]
     fn a_silent_source_is_replaced_by_a_holder_that_still_checks_in() {
         let key = Arc::new(SigningKey::generate());
-        let sync = Vigosync::new(key.clone(), [], Vec::new());
+        let sync = Vigosync::new(key.clone(), [], Vec::new()).with_certificates(issued());
         let file = v("a.txt", 10, "aa");
         let holds = traits(&["alice"], &[("alice", vec![file.clone()])]);
         sync.check_in("h2", Some(&holds), ip(2), 1, 100);
@@ -1300,7 +1378,7 @@ mod tests {
             mtime: 10,
             sha256: "aa".repeat(32),
         }];
-        let sync = Vigosync::new(key, [restored("h1", &h1), restored("h2", &h2)], seen);
+        let sync = Vigosync::new(key, [restored("h1", &h1), restored("h2", &h2)], seen).with_certificates(issued());
         assert!(sync.is_active());
         // Addresses come with check-ins; still nothing for h2, which deleted the file.
         sync.check_in("h1", None, ip(1), 1, 100);

@@ -47,6 +47,8 @@ struct TestEnvoy {
     client: AgentClient<Channel>,
     signing: SigningKey,
     bundle_key: PublicKey,
+    /// SHA-256 of the certificate enrollment issued.
+    cert_fingerprint: String,
 }
 
 fn free_addr() -> SocketAddr {
@@ -98,6 +100,7 @@ impl World {
         let client = vigo_agent::client::connect("127.0.0.1", self.grpc_port, tls).await.expect("connect");
         TestEnvoy {
             name: name.into(),
+            cert_fingerprint: vigo_pki::tls::pem_fingerprint(&read(paths.tls_cert())).expect("fingerprint"),
             client,
             signing: SigningKey::load(&paths.signing_key()).expect("signing key"),
             bundle_key: PublicKey::from_b64(read(paths.bundle_pub()).trim()).expect("bundle key"),
@@ -126,6 +129,13 @@ impl TestEnvoy {
         let digest = json.as_deref().map(|j| vigo_server::digest_hex(&String::from_utf8_lossy(j))).unwrap_or_default();
         let body =
             CheckInBody { envoy: self.name.clone(), traits_digest: digest, traits_json: json, ..Default::default() };
+        let req = signed(&self.signing, "CheckIn", body.encode_to_vec());
+        self.client.check_in(req).await.expect("check-in accepted").into_inner()
+    }
+
+    /// A signed check-in from an envoy holding a revocation list with this digest.
+    async fn check_in_holding(&mut self, revocations_digest: String) -> CheckInResponse {
+        let body = CheckInBody { envoy: self.name.clone(), revocations_digest, ..Default::default() };
         let req = signed(&self.signing, "CheckIn", body.encode_to_vec());
         self.client.check_in(req).await.expect("check-in accepted").into_inner()
     }
@@ -195,7 +205,13 @@ async fn check_in_carries_signed_orders_and_events_push_the_target() {
     assert_eq!((o.source.as_str(), o.source_addr.as_str(), o.target.as_str()), ("h1", "127.0.0.1:1531", "h2"));
     let ttl = o.expires_at - vigo_server::now();
     assert!((590..=600).contains(&ttl), "expires in {ttl}s");
-    assert_eq!(o.check_parties("h1", "h2"), Ok(()));
+    // Only the certificates enrollment issued to h1 and h2 can use it.
+    assert_eq!(
+        (o.source_cert.as_str(), o.target_cert.as_str()),
+        (h1.cert_fingerprint.as_str(), h2.cert_fingerprint.as_str())
+    );
+    assert_eq!(o.check_parties("h1", "h2", &h2.cert_fingerprint), Ok(()));
+    assert!(o.check_parties("h1", "h2", &h3.cert_fingerprint).is_err());
     // h3 (no ~/vigosync for alice) and h1 (the source) get nothing.
     assert!(h3.check_in(None).await.transfer_orders.is_empty());
     assert!(h1.check_in(None).await.transfer_orders.is_empty());
@@ -390,4 +406,23 @@ async fn repeated_outcomes_are_counted_not_stored() {
     let axum::Json(all) = history(None).await.expect("history");
     assert_eq!(all.len(), 3);
     assert!(history(Some(0)).await.is_err(), "a limit of 0 is refused");
+}
+
+/// Envoys learn the server's revocation list from their check-ins, for their swarm
+/// peer port: sent when the list they hold differs, not otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_deliver_the_revocation_list_when_it_differs() {
+    let w = World::start().await;
+    let (mut h1, h2) = (w.enroll("h1").await, w.enroll("h2").await);
+    let held = vigo_pki::RevocationList::new();
+    assert!(h1.check_in_holding(held.digest()).await.revoked_certificates.is_none(), "both lists are empty");
+    // An envoy that never got the list (an empty digest) is sent it, even empty.
+    let sent = h1.check_in_holding(String::new()).await.revoked_certificates.expect("the list");
+    assert!(sent.sha256.is_empty(), "{sent:?}");
+
+    w.server.revoke_envoy("h2").await.expect("revoke");
+    let sent = h1.check_in_holding(held.digest()).await.revoked_certificates.expect("the new list");
+    assert_eq!(sent.sha256, std::slice::from_ref(&h2.cert_fingerprint));
+    assert!(held.replace(&sent.sha256).expect("fingerprints"));
+    assert!(h1.check_in_holding(held.digest()).await.revoked_certificates.is_none(), "up to date");
 }

@@ -55,6 +55,7 @@ use crate::peer::{CONNECTION_WINDOW, STREAM_WINDOW};
 use crate::scan::{PART_PREFIX, PART_SUFFIX, list_names};
 use crate::sync::{FileEntry, MAX_FILE_SIZE, TRAIT, newer, valid_name};
 use crate::syncdir::{SyncDirError, open_sync_dir, sync_path};
+use crate::tls::ClientTls;
 
 /// Attempts per fetch (connections, cut streams and damaged chunks all count).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -169,7 +170,7 @@ pub enum FetchOutcome {
 pub struct Fetcher {
     me: String,
     server_key: PublicKey,
-    tls: Arc<rustls::ClientConfig>,
+    tls: ClientTls,
     accounts: Arc<dyn Accounts>,
     cache: HashCache,
     max_attempts: u32,
@@ -185,19 +186,20 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A fetcher for envoy `me`, trusting orders signed with `server_key`,
-    /// connecting with `tls` (see [`crate::tls::client_tls`]), resolving users
+    /// connecting with `tls` (see [`crate::tls::client_tls`]: each transfer talks only
+    /// to the source certificate its order names), resolving users
     /// through `accounts` and sharing the scanner's hash `cache`.
     pub fn new(
         me: impl Into<String>,
         server_key: PublicKey,
-        tls: rustls::ClientConfig,
+        tls: ClientTls,
         accounts: Arc<dyn Accounts>,
         cache: HashCache,
     ) -> Self {
         Self {
             me: me.into(),
             server_key,
-            tls: Arc::new(tls),
+            tls,
             accounts,
             cache,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -336,6 +338,9 @@ impl Fetcher {
         if rustls::pki_types::ServerName::try_from(order.source.as_str()).is_err() {
             return Err(bad(format!("source {:?} is not a valid envoy name", order.source)));
         }
+        if !is_sha256_hex(&order.source_cert) {
+            return Err(bad(format!("source certificate {:?} is not a lowercase hex SHA-256", order.source_cert)));
+        }
         order.source_addr.parse().map_err(|_| bad(format!("source address {:?} is not ip:port", order.source_addr)))
     }
 
@@ -394,6 +399,12 @@ impl Fetcher {
         addr: SocketAddr,
         part: Part,
     ) -> Result<(Part, u32), FetchError> {
+        // Only the certificate the server issued to the source will do.
+        let tls = self
+            .tls
+            .for_peer(&order.source_cert)
+            .map_err(|e| FetchError::BadOrder { id: order.id.clone(), reason: e.to_string() })?;
+        let tls = Arc::new(tls);
         let mut next = part.len;
         let part_path = part.path.clone();
         let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_CHUNKS);
@@ -410,7 +421,7 @@ impl Fetcher {
             attempts += 1;
             let client = match &mut client {
                 Some(client) => client,
-                None => match connect_peer(Arc::clone(&self.tls), &order.source, addr).await {
+                None => match connect_peer(Arc::clone(&tls), &order.source, addr).await {
                     Ok(connected) => client.insert(connected),
                     Err(e) => {
                         tracing::warn!(order = %order.id, error = %e, "swarm source unreachable");
@@ -468,7 +479,7 @@ impl Fetcher {
 }
 
 /// Connects to the peer server of envoy `name` at `addr` over mutual TLS with
-/// `tls` (see [`crate::tls::client_tls`]); the server's certificate must name
+/// `tls` (from [`crate::tls::ClientTls::for_peer`]); the server's certificate must name
 /// `name`. One HTTP/2 connection, reconnected on demand, for any number of calls.
 pub async fn connect_peer(
     tls: Arc<rustls::ClientConfig>,

@@ -4,6 +4,11 @@
 //! The order is JSON signed with the server's ED25519 key under its own context
 //! ([`vigo_pki::ORDER_CONTEXT`]), so no bundle signature is ever a valid order.
 //! Both ends check it: the target before it asks, the source before it serves.
+//! It names both ends by envoy name *and* by the SHA-256 fingerprint of the
+//! certificate the server issued to each, so a revoked or replaced certificate
+//! of the right name is of no use with it: the source serves only the client
+//! presenting `target_cert`, the target talks only to the peer presenting
+//! `source_cert`.
 
 use serde::{Deserialize, Serialize};
 use vigo_pki::{PublicKey, SigningKey};
@@ -29,6 +34,11 @@ pub struct TransferOrder {
     pub source_addr: String,
     /// Target envoy name: the only peer the source serves under this order.
     pub target: String,
+    /// Lowercase hex SHA-256 of the certificate the server issued to the source.
+    pub source_cert: String,
+    /// Lowercase hex SHA-256 of the certificate the server issued to the target:
+    /// the only client certificate the source serves under this order.
+    pub target_cert: String,
     /// Unix seconds after which neither end honours the order.
     pub expires_at: i64,
 }
@@ -55,6 +65,10 @@ pub enum OrderError {
     WrongTarget { id: String, target: String, peer: String },
     #[error("transfer order {id} names source {source_envoy}, not this envoy ({me})")]
     WrongSource { id: String, source_envoy: String, me: String },
+    #[error(
+        "transfer order {id} is for {target}'s certificate {expected}; the client presented {presented} (revoked, replaced or not the server's)"
+    )]
+    WrongCertificate { id: String, target: String, expected: String, presented: String },
 }
 
 impl SignedOrder {
@@ -79,9 +93,10 @@ impl SignedOrder {
 }
 
 impl TransferOrder {
-    /// The source's check: this envoy is the order's source and `peer` (the identity in
-    /// the client certificate) is its target.
-    pub fn check_parties(&self, me: &str, peer: &str) -> Result<(), OrderError> {
+    /// The source's check: this envoy is the order's source, `peer` (the identity in
+    /// the client certificate) is its target and `peer_cert` (that certificate's
+    /// SHA-256) is the one the server issued to the target.
+    pub fn check_parties(&self, me: &str, peer: &str, peer_cert: &str) -> Result<(), OrderError> {
         if self.source != me {
             return Err(OrderError::WrongSource {
                 id: self.id.clone(),
@@ -94,6 +109,14 @@ impl TransferOrder {
                 id: self.id.clone(),
                 target: self.target.clone(),
                 peer: peer.into(),
+            });
+        }
+        if !peer_cert.eq_ignore_ascii_case(&self.target_cert) {
+            return Err(OrderError::WrongCertificate {
+                id: self.id.clone(),
+                target: self.target.clone(),
+                expected: self.target_cert.clone(),
+                presented: peer_cert.into(),
             });
         }
         Ok(())
@@ -116,6 +139,8 @@ mod tests {
             source: "h1".into(),
             source_addr: "198.18.0.2:1531".into(),
             target: "h2".into(),
+            source_cert: "11".repeat(32),
+            target_cert: "22".repeat(32),
             expires_at: 2_000,
         }
     }
@@ -140,8 +165,12 @@ mod tests {
     #[test]
     fn parties_table() {
         let o = order();
-        assert_eq!(o.check_parties("h1", "h2"), Ok(()));
-        assert!(matches!(o.check_parties("h1", "h3"), Err(OrderError::WrongTarget { .. })));
-        assert!(matches!(o.check_parties("h3", "h2"), Err(OrderError::WrongSource { .. })));
+        let (cert, other) = ("22".repeat(32), "33".repeat(32));
+        assert_eq!(o.check_parties("h1", "h2", &cert), Ok(()));
+        assert!(matches!(o.check_parties("h1", "h3", &cert), Err(OrderError::WrongTarget { .. })));
+        assert!(matches!(o.check_parties("h3", "h2", &cert), Err(OrderError::WrongSource { .. })));
+        // The right name with another certificate (revoked, replaced, re-issued) is refused.
+        assert!(matches!(o.check_parties("h1", "h2", &other), Err(OrderError::WrongCertificate { .. })));
+        assert!(matches!(o.check_parties("h1", "h2", ""), Err(OrderError::WrongCertificate { .. })));
     }
 }

@@ -22,7 +22,7 @@ use vigo_swarm::hash::{HashCache, hex};
 use vigo_swarm::order::{SignedOrder, TransferOrder};
 use vigo_swarm::peer::{PeerServer, PeerState};
 use vigo_swarm::source::VigosyncSource;
-use vigo_swarm::tls::{client_tls, server_tls};
+use vigo_swarm::tls::{ClientTls, client_tls, server_tls};
 
 /// alice's uid on the source and on the receiver: unused on the test machine.
 const ALICE_H1: u32 = 47_001;
@@ -74,9 +74,19 @@ impl Certs {
         Self { ca, envoys }
     }
 
-    fn client(&self, name: &str) -> rustls::ClientConfig {
+    /// Envoy `name`'s TLS towards peers.
+    fn tls(&self, name: &str) -> ClientTls {
         let (cert, key) = &self.envoys[name];
-        client_tls(self.ca.cert_pem(), cert, key).expect("client tls")
+        client_tls(self.ca.cert_pem(), cert, key, RevocationList::new()).expect("client tls")
+    }
+
+    /// Envoy `name`'s TLS towards h1, the source.
+    fn client(&self, name: &str) -> rustls::ClientConfig {
+        self.tls(name).for_peer(&self.fingerprint("h1")).expect("pinned tls")
+    }
+
+    fn fingerprint(&self, name: &str) -> String {
+        vigo_pki::tls::pem_fingerprint(&self.envoys[name].0).expect("fingerprint")
     }
 }
 
@@ -111,7 +121,8 @@ impl Fleet {
         let server_key = SigningKey::generate();
         let source = VigosyncSource::new(Arc::new(PasswdFile::new(&h1.passwd)), HashCache::new());
         let state = Arc::new(configure(
-            PeerState::new("h1", server_key.public_key()).with_source("vigosync", Arc::new(source)),
+            PeerState::new("h1", server_key.public_key(), RevocationList::new())
+                .with_source("vigosync", Arc::new(source)),
         ));
         let (cert, key) = &certs.envoys["h1"];
         let tls = server_tls(certs.ca.cert_pem(), cert, key, RevocationList::new()).expect("server tls");
@@ -125,7 +136,7 @@ impl Fleet {
         Fetcher::new(
             "h2",
             self.server_key.public_key(),
-            self.certs.client("h2"),
+            self.certs.tls("h2"),
             Arc::new(PasswdFile::new(&self.h2.passwd)),
             HashCache::new(),
         )
@@ -153,6 +164,8 @@ impl Fleet {
             source: "h1".into(),
             source_addr: self.addr.to_string(),
             target: "h2".into(),
+            source_cert: self.certs.fingerprint("h1"),
+            target_cert: self.certs.fingerprint("h2"),
             expires_at: now() + 300,
         }
     }
@@ -297,7 +310,10 @@ async fn the_source_serves_only_valid_orders_to_their_target() {
     let stranger_ca = FleetCa::generate("another fleet").expect("ca");
     let key = EnvoyTlsKey::generate().expect("key");
     let cert = stranger_ca.sign_envoy_csr(&key.csr("h2").expect("csr"), "h2", 30).expect("cert");
-    let foreign = client_tls(fleet.certs.ca.cert_pem(), &cert, &key.private_key_pem()).expect("tls");
+    let foreign = client_tls(fleet.certs.ca.cert_pem(), &cert, &key.private_key_pem(), RevocationList::new())
+        .expect("tls")
+        .for_peer(&fleet.certs.fingerprint("h1"))
+        .expect("pinned");
     let refused = match connect_peer(Arc::new(foreign), "h1", fleet.addr).await {
         Err(_) => true,
         Ok(mut client) => {
