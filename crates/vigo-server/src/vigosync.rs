@@ -1394,7 +1394,7 @@ mod tests {
     #[test]
     fn a_far_future_mtime_is_clamped_and_a_later_real_edit_elsewhere_wins() {
         let key = Arc::new(SigningKey::generate());
-        let sync = Vigosync::new(key.clone(), [], Vec::new());
+        let sync = Vigosync::new(key.clone(), [], Vec::new()).with_certificates(issued());
         let t0 = 1_000_000;
         // A compromised h1 announces an empty file stamped in the year 2100.
         let forged = FileEntry { size: 0, ..v("a.txt", 4_102_444_800 * NS, "ee") };
@@ -1429,7 +1429,8 @@ mod tests {
         let h2_traits = traits(&["alice"], &[("alice", vec![edit.clone()])]);
         let restored =
             |name, traits| Restored { name, traits, revoked: false, enrolled_at: 1, last_checkin: Some(later) };
-        let again = Vigosync::new(key, [restored("h1", &h1_traits), restored("h2", &h2_traits)], seen);
+        let again = Vigosync::new(key, [restored("h1", &h1_traits), restored("h2", &h2_traits)], seen)
+            .with_certificates(issued());
         assert_eq!(again.status(Some("alice")).users[0].files[0].winner, Some(Version::of(&edit)), "after a restart");
     }
 
