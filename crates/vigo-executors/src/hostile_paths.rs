@@ -203,3 +203,31 @@ fn a_hard_link_made_after_the_walk_looked_is_still_left_alone() {
     assert_eq!(left, Some(2), "the open file's link count is what counts");
     shadow_untouched(&shadow);
 }
+
+/// A `file` resource on a name in the user's directory that is a second link to an
+/// outside file: neither its attributes are changed (a chown there is a chown of the
+/// outside file) nor its content read into a diff; the resource fails, naming it.
+#[test]
+fn a_file_resource_does_not_chown_or_show_a_hard_link_in_a_users_directory() {
+    let (tmp, home, _victim) = tree();
+    let shadow = shadow(tmp.path());
+    let planted = home.join("app.conf");
+    std::fs::hard_link(&shadow, &planted).expect("hard link");
+    let attrs = format!("target_path: {}\nowner: \"{USER}\"\nmode: \"0644\"", planted.display());
+    refused::<File>(&attrs, "has 2 hard links in a directory");
+    let content = format!("target_path: {}\ncontent: \"x = 1\\n\"\nowner: \"{USER}\"", planted.display());
+    let with_content = spec::<File>(&content);
+    let world = World::default();
+    for mode in [Mode::NoOp, Mode::Enforce] {
+        let err = File::check(&with_content, &world.ctx(mode)).expect_err("check must refuse");
+        assert!(!err.to_string().contains("$6$"), "the outside file's content leaked: {err}");
+        assert!(File::apply(&with_content, &crate::executor::Drift::default(), &world.ctx(mode)).is_err());
+    }
+    shadow_untouched(&shadow);
+    // In a directory only root can change, root's own hard links are managed as before.
+    let etc_copy = tmp.path().join("etc/shadow.link");
+    std::fs::hard_link(&shadow, &etc_copy).expect("root's link");
+    let root = format!("target_path: {}\nmode: \"0640\"", etc_copy.display());
+    let roots = spec::<File>(&root);
+    assert!(matches!(File::check(&roots, &world.ctx(Mode::Enforce)).expect("check"), crate::executor::Check::Drift(_)));
+}

@@ -201,6 +201,27 @@ fn plan_absent(spec: &FileSpec) -> Result<Plan, ExecError> {
     Ok(plan)
 }
 
+/// A regular file with more than one link, in a directory someone other than root
+/// can write, may be another file (`/etc/shadow`) linked in by that someone: its
+/// content would show in the diff and a chown or chmod would land on the other name.
+/// Such a file is refused; in a directory only root can change, links are root's own.
+fn refuse_foreign_hard_link(dir: &OwnedFd, meta: &Meta, path: &Path) -> Result<(), ExecError> {
+    if meta.nlink <= 1 {
+        return Ok(());
+    }
+    let holder = safe_fs::meta_of(dir, path)?;
+    if holder.uid == 0 && holder.mode & 0o022 == 0 {
+        return Ok(());
+    }
+    Err(ExecError::failed(format!(
+        "{}: has {} hard links in a directory {} can change; refusing to read or change it, since its other \
+         name may be a file outside (remove the extra links, or the file, and Vigo writes it anew)",
+        path.display(),
+        meta.nlink,
+        crate::accounts::user_name(holder.uid)
+    )))
+}
+
 fn plan_present(spec: &FileSpec, ctx: &Ctx<'_>) -> Result<Plan, ExecError> {
     let desired = match (&spec.content, &spec.source) {
         (Some(text), _) => Some(text.clone()),
@@ -239,6 +260,7 @@ fn plan_present(spec: &FileSpec, ctx: &Ctx<'_>) -> Result<Plan, ExecError> {
             Ok(plan)
         }
         Some(meta) => {
+            refuse_foreign_hard_link(&dir, &meta, &plan.path)?;
             let content_drift = match &desired {
                 Some(new) => content_change(&dir, &name, &plan.path, &meta, new, spec.sensitive)?,
                 None => None,
