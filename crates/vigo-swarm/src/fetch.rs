@@ -45,8 +45,8 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use vigo_executors::safe_fs::{self, SafeFsError};
 use vigo_pki::PublicKey;
-use vigo_proto::FetchRequest;
 use vigo_proto::swarm_client::SwarmClient;
+use vigo_proto::{Chunk, FetchRequest};
 
 use crate::accounts::{Account, Accounts, AccountsError};
 use crate::hash::{FileKey, HashCache, HashError, hash_range, hex, is_sha256_hex};
@@ -245,7 +245,7 @@ impl Fetcher {
     /// same order (or another for the same content) resumes where it stopped.
     pub async fn fetch(&self, signed: &SignedOrder) -> Result<FetchOutcome, FetchError> {
         let order = signed.verify(&self.server_key, now_unix())?;
-        let source_addr = self.check_order(&order)?;
+        let source_addr = Self::check_order(&self.me, &order)?;
         let _slot = self.slots.acquire().await.map_err(|e| FetchError::Task(e.to_string()))?;
 
         let accounts = Arc::clone(&self.accounts);
@@ -312,14 +312,15 @@ impl Fetcher {
         Ok(Reservation { reserved: Arc::clone(&self.reserved), bytes: needed })
     }
 
-    /// The receiver's checks on a genuine order; returns the source's address.
-    fn check_order(&self, order: &TransferOrder) -> Result<SocketAddr, FetchError> {
+    /// The receiver's checks, on envoy `me`, of a genuine order (one that passed
+    /// [`SignedOrder::verify`]); returns the source's address.
+    pub fn check_order(me: &str, order: &TransferOrder) -> Result<SocketAddr, FetchError> {
         let bad = |reason: String| FetchError::BadOrder { id: order.id.clone(), reason };
-        if order.target != self.me {
+        if order.target != me {
             return Err(OrderError::WrongTarget {
                 id: order.id.clone(),
                 target: order.target.clone(),
-                peer: self.me.clone(),
+                peer: me.to_string(),
             }
             .into());
         }
@@ -561,21 +562,22 @@ async fn stream_once(
             .map_err(|_| Attempt::Retry(format!("stalled at byte {next}")))?
             .map_err(|status| classify(order, status))?;
         let Some(chunk) = message else { return Ok(()) };
-        if chunk.offset != *next {
-            return Err(Attempt::Retry(format!("chunk at byte {} where {next} was expected", chunk.offset)));
+        match check_chunk(order.size, *next, &chunk) {
+            ChunkFit::Next => {}
+            ChunkFit::Misplaced => {
+                return Err(Attempt::Retry(format!("chunk at byte {} where {next} was expected", chunk.offset)));
+            }
+            ChunkFit::Oversized => {
+                return Err(Attempt::Fatal(FetchError::Oversized {
+                    id: order.id.clone(),
+                    source_envoy: order.source.clone(),
+                    size: order.size,
+                }));
+            }
+            // Dropping the stream cancels it; the next request starts at this chunk.
+            ChunkFit::Damaged => return Err(Attempt::Retry(format!("chunk at byte {next} failed its SHA-256 check"))),
         }
         let len = chunk.data.len() as u64;
-        if len > order.size - *next {
-            return Err(Attempt::Fatal(FetchError::Oversized {
-                id: order.id.clone(),
-                source_envoy: order.source.clone(),
-                size: order.size,
-            }));
-        }
-        if Sha256::digest(&chunk.data).as_slice() != chunk.sha256.as_slice() {
-            // Dropping the stream cancels it; the next request starts at this chunk.
-            return Err(Attempt::Retry(format!("chunk at byte {next} failed its SHA-256 check")));
-        }
         if len == 0 {
             continue;
         }
@@ -585,6 +587,33 @@ async fn stream_once(
         }
         *next += len;
     }
+}
+
+/// How a chunk received when byte `next` of `size` is expected fits the transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkFit {
+    /// At `next`, within `size` and intact: its bytes (none, for an empty chunk) come next.
+    Next,
+    /// At another offset than `next`.
+    Misplaced,
+    /// Would carry the content past `size`.
+    Oversized,
+    /// Its bytes do not match its SHA-256.
+    Damaged,
+}
+
+/// The receiver's checks on one chunk of a stream, in order: offset, size, hash.
+pub fn check_chunk(size: u64, next: u64, chunk: &Chunk) -> ChunkFit {
+    if chunk.offset != next {
+        return ChunkFit::Misplaced;
+    }
+    if chunk.data.len() as u64 > size.saturating_sub(next) {
+        return ChunkFit::Oversized;
+    }
+    if Sha256::digest(&chunk.data).as_slice() != chunk.sha256.as_slice() {
+        return ChunkFit::Damaged;
+    }
+    ChunkFit::Next
 }
 
 /// Refusals end the fetch; anything else (cut connections, a busy source) is retried.
