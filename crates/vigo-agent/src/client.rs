@@ -152,8 +152,7 @@ mod tests {
         });
         let err = connect("localhost", port, creds.client_config().expect("config"))
             .await
-            .err()
-            .expect("the impostor was taken for the server");
+            .expect_err("the impostor was taken for the server");
         assert!(format!("{err:#}").contains("not the fleet server"), "{err:#}");
         assert!(impostor.await.expect("impostor").is_empty(), "bytes reached the impostor");
     }

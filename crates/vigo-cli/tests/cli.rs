@@ -522,7 +522,6 @@ fn an_envoy_certificate_never_receives_the_admin_token() {
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     std::io::Write::write_all(&mut tls, b"GET / HTTP/1.1\r\nauthorization: Bearer plain-client\r\n\r\n")
         .expect("a name-and-chain client talks to the impostor");
-    drop(tls);
 
     let out = s
         .cli_with(&format!("https://localhost:{port}"), &s.path("ca.pem"), &s.path("admin.token"))

@@ -130,6 +130,7 @@ impl FleetCa {
     }
 
     /// The CA certificate in PEM, as handed to agents and TLS configs.
+    #[cfg(test)]
     pub(crate) fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }

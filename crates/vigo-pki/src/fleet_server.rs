@@ -7,7 +7,7 @@
 //! ([`FLEET_SERVER_PURPOSE`], an OID under the UUID arc `2.25`), and never in an
 //! envoy's: an envoy's CSR contributes only its public key. Clients of the server
 //! (`vigocli`, the agent) verify the chain as usual and then require that purpose
-//! ([`FleetServerVerifier`]).
+//! ([`verifier`]).
 //!
 //! The bundle-signing key an enrolling agent is handed is endorsed by the CA key
 //! ([`FleetCa::endorse_bundle_key`]); the agent checks the endorsement against the
@@ -16,13 +16,12 @@
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::{CertificateError, ClientConfig, SignatureScheme};
 
 use crate::ca::FleetCa;
 use crate::signing::PublicKey;
-use crate::tls::{TlsError, parse_certs, provider, root_store};
+use crate::tls::{CheckedVerifier, TlsError, parse_certs, provider, refusal, root_store};
 
 /// The fleet server purpose, `2.25.87019918930938252042313810376505483477`.
 pub const FLEET_SERVER_PURPOSE: &str = "2.25.87019918930938252042313810376505483477";
@@ -128,7 +127,7 @@ impl std::fmt::Debug for NotTheServer {
 
 impl std::error::Error for NotTheServer {}
 
-/// Whether a TLS error is [`FleetServerVerifier`]'s refusal of a certificate that
+/// Whether a TLS error is [`verifier`]'s refusal of a certificate that
 /// chains to the fleet CA but is not the server's.
 pub fn is_not_the_server(e: &rustls::Error) -> bool {
     matches!(e, rustls::Error::InvalidCertificate(CertificateError::Other(other)) if other.0.downcast_ref::<NotTheServer>().is_some())
@@ -136,56 +135,10 @@ pub fn is_not_the_server(e: &rustls::Error) -> bool {
 
 /// A server-certificate verifier that accepts what `inner` accepts and only a
 /// certificate carrying the fleet server purpose.
-#[derive(Debug)]
-pub struct FleetServerVerifier {
-    inner: Arc<dyn ServerCertVerifier>,
-}
-
-impl FleetServerVerifier {
-    pub fn new(inner: Arc<dyn ServerCertVerifier>) -> Arc<Self> {
-        Arc::new(Self { inner })
-    }
-}
-
-impl ServerCertVerifier for FleetServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
-        if !is_fleet_server_cert(end_entity) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                NotTheServer,
-            )))));
-        }
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+pub fn verifier(inner: Arc<dyn ServerCertVerifier>) -> Arc<dyn ServerCertVerifier> {
+    CheckedVerifier::new(inner, "fleet server purpose", |end_entity| {
+        if is_fleet_server_cert(end_entity) { Ok(()) } else { Err(refusal(NotTheServer)) }
+    })
 }
 
 /// Client config for talking to the fleet server: trusts only the fleet CA,
@@ -199,7 +152,7 @@ pub fn server_client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Res
         .with_safe_default_protocol_versions()
         .map_err(config_err)?
         .dangerous()
-        .with_custom_certificate_verifier(FleetServerVerifier::new(webpki));
+        .with_custom_certificate_verifier(verifier(webpki));
     let mut config = match identity {
         Some((cert_pem, key_pem)) => builder
             .with_client_auth_cert(

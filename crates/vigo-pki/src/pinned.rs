@@ -68,7 +68,7 @@ impl ServerCertVerifier for PinnedCa {
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let others: Vec<CertificateDer<'_>> = intermediates.iter().filter(|c| *c != pinned).cloned().collect();
-        let verified = crate::fleet_server::FleetServerVerifier::new(inner).verify_server_cert(
+        let verified = crate::fleet_server::verifier(inner).verify_server_cert(
             end_entity,
             &others,
             server_name,

@@ -392,8 +392,17 @@ impl PeerClient {
     pub fn pinned(&self, fingerprint: &str) -> Result<ClientConfig, TlsError> {
         let expected =
             normalize_fingerprint(fingerprint).ok_or_else(|| TlsError::BadFingerprint(fingerprint.to_string()))?;
-        let verifier =
-            Arc::new(PinnedPeerVerifier { inner: self.roots.clone(), revoked: self.revoked.clone(), expected });
+        let revoked = self.revoked.clone();
+        let verifier = CheckedVerifier::new(self.roots.clone(), "pinned peer certificate", move |end_entity| {
+            if revoked.is_revoked_cert(end_entity) {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+            }
+            let actual = cert_fingerprint(end_entity);
+            if actual != expected {
+                return Err(refusal(NotThePinnedCertificate { actual, expected: expected.clone() }));
+            }
+            Ok(())
+        });
         let config_err = |source| TlsError::Config { side: "client", source };
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -422,16 +431,39 @@ impl std::fmt::Debug for NotThePinnedCertificate {
     }
 }
 
-/// Refuses revoked certificates, verifies against the fleet CA, then requires
-/// the pinned fingerprint.
-#[derive(Debug)]
-struct PinnedPeerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    revoked: RevocationList,
-    expected: String,
+/// A server-certificate verifier that accepts what `inner` accepts and then only an
+/// end-entity certificate that `check` passes (the fleet server purpose, a pinned
+/// fingerprint, not revoked).
+pub(crate) struct CheckedVerifier<F> {
+    inner: Arc<dyn ServerCertVerifier>,
+    what: &'static str,
+    check: F,
 }
 
-impl ServerCertVerifier for PinnedPeerVerifier {
+impl<F> CheckedVerifier<F>
+where
+    F: Fn(&CertificateDer<'_>) -> Result<(), rustls::Error> + Send + Sync,
+{
+    pub(crate) fn new(inner: Arc<dyn ServerCertVerifier>, what: &'static str, check: F) -> Arc<Self> {
+        Arc::new(Self { inner, what, check })
+    }
+}
+
+impl<F> std::fmt::Debug for CheckedVerifier<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedVerifier").field("inner", &self.inner).field("check", &self.what).finish()
+    }
+}
+
+/// A certificate refusal with an error of Vigo's own as its cause.
+pub(crate) fn refusal(cause: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(cause))))
+}
+
+impl<F> ServerCertVerifier for CheckedVerifier<F>
+where
+    F: Fn(&CertificateDer<'_>) -> Result<(), rustls::Error> + Send + Sync,
+{
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -440,17 +472,8 @@ impl ServerCertVerifier for PinnedPeerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.revoked.is_revoked_cert(end_entity) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
-        }
         let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
-        let actual = cert_fingerprint(end_entity);
-        if actual != self.expected {
-            let mismatch = NotThePinnedCertificate { actual, expected: self.expected.clone() };
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                mismatch,
-            )))));
-        }
+        (self.check)(end_entity)?;
         Ok(verified)
     }
 

@@ -70,7 +70,7 @@ impl Agent for AgentService {
         }
         // An envoy certificate under one of the server's own names would let that
         // envoy pass for the server wherever a client checks only the name.
-        if self.server.server_names.iter().any(|n| *n == host) {
+        if self.server.server_names.contains(&host) {
             let why = format!("`{host}` is a name of the server itself; enroll under another name");
             return Err(refuse(&peer, &host, "server's own name", Status::permission_denied(why)));
         }
