@@ -40,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let (payload, mut framed) = rest.split_at(len);
     let request = FetchRequest::decode_length_delimited(&mut framed).unwrap_or_default();
 
-    let as_received = SignedOrder { payload: request.order_payload.clone(), signature: request.order_signature.clone() };
+    let as_received =
+        SignedOrder { payload: request.order_payload.clone(), signature: request.order_signature.clone() };
     assert!(
         matches!(as_received.verify(&server_key().public_key(), NOW), Err(OrderError::Signature(_))),
         "an order not signed by the server key passed"
@@ -56,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
 /// would fetch it.
 fn check_order(payload: &[u8], offset: u64) -> Option<TransferOrder> {
     let key = server_key();
-    let signed = SignedOrder { payload: payload.to_vec(), signature: vigo_pki::sign_detached(key, vigo_pki::ORDER_CONTEXT, payload) };
+    let signed = SignedOrder {
+        payload: payload.to_vec(),
+        signature: vigo_pki::sign_detached(key, vigo_pki::ORDER_CONTEXT, payload),
+    };
     let order = match signed.verify(&key.public_key(), NOW) {
         Ok(order) => order,
         Err(OrderError::Malformed(_)) => {
@@ -80,7 +84,8 @@ fn check_order(payload: &[u8], offset: u64) -> Option<TransferOrder> {
         assert!(order.check_parties(&order.target, &order.source).is_err());
     }
     // What the order says is what was signed: it serializes back to an equal order.
-    let again: TransferOrder = serde_json::from_slice(&serde_json::to_vec(&order).expect("serializes")).expect("parses");
+    let again: TransferOrder =
+        serde_json::from_slice(&serde_json::to_vec(&order).expect("serializes")).expect("parses");
     assert_eq!(again, order);
 
     let checked = Fetcher::check_order(&order.target, &order);
