@@ -15,7 +15,7 @@ printf "\012\020${body}\020\200\244\247\332\006\032\040%s\042\004AAAA" 001122334
 
 # swarm_framing: u16 length, order JSON, FetchRequest { offset: 0 }, then two
 # chunks ("hello" at 0, "world" at 5) whose sha256 is the marker byte 0.
-order='{"id":"o1","kind":"vigosync","user":"alice","name":"notes.txt","sha256":"936a185caaa266bb9cbe981e9e05cb78cd732b0b3280eb944412bb6f8f8f07af","size":10,"mtime":1700000000000000000,"source":"h1","source_addr":"198.18.0.2:1531","target":"h2","expires_at":4000000000}'
+order='{"id":"o1","kind":"vigosync","user":"alice","name":"notes.txt","sha256":"936a185caaa266bb9cbe981e9e05cb78cd732b0b3280eb944412bb6f8f8f07af","size":10,"mtime":1700000000000000000,"source":"h1","source_addr":"198.18.0.2:1531","target":"h2","source_cert":"abababababababababababababababababababababababababababababababab","target_cert":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","expires_at":4000000000}'
 len=$(printf %s "$order" | wc -c)
 {
     printf "\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))"

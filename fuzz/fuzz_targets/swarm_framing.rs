@@ -78,11 +78,14 @@ fn check_order(payload: &[u8], offset: u64) -> Option<TransferOrder> {
     if order.expires_at < i64::MAX {
         assert!(matches!(signed.verify(&key.public_key(), order.expires_at + 1), Err(OrderError::Expired { .. })));
     }
-    // The source serves exactly the target the order names.
-    assert!(order.check_parties(&order.source, &order.target).is_ok());
+    // The source serves exactly the target the order names, with the certificate
+    // the order names, and nobody else.
+    assert!(order.check_parties(&order.source, &order.target, &order.target_cert).is_ok());
     if order.source != order.target {
-        assert!(order.check_parties(&order.target, &order.source).is_err());
+        assert!(order.check_parties(&order.target, &order.source, &order.target_cert).is_err());
     }
+    let other_cert = format!("{}0", order.target_cert);
+    assert!(order.check_parties(&order.source, &order.target, &other_cert).is_err(), "another certificate served");
     // What the order says is what was signed: it serializes back to an equal order.
     let again: TransferOrder =
         serde_json::from_slice(&serde_json::to_vec(&order).expect("serializes")).expect("parses");

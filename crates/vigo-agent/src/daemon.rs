@@ -95,18 +95,27 @@ pub async fn run_forever(paths: &AgentPaths) -> anyhow::Result<()> {
     let mut next_full = Instant::now();
     let mut early = EarlyBackoff::new();
     loop {
-        let trigger = tokio::select! {
+        let mut trigger = tokio::select! {
             () = tokio::time::sleep_until(next_full) => Trigger::Interval,
             () = wake.notified() => Trigger::Early,
             () = terminate() => break,
         };
         if trigger == Trigger::Early {
-            let wait = early.delay(Instant::now());
+            let now = Instant::now();
+            let wait = early.delay(now);
             if wait > DEBOUNCE {
                 tracing::debug!(wait_ms = wait.as_millis() as u64, "early check-ins keep coming; spacing them out");
             }
-            tokio::time::sleep(wait).await;
-            early.ran(Instant::now());
+            // Spacing out early check-ins never delays the interval's: a machine
+            // flooded with wake-ups still checks in at least once an interval.
+            let until_full = next_full.saturating_duration_since(now);
+            if wait >= until_full {
+                tokio::time::sleep(until_full).await;
+                trigger = Trigger::Interval;
+            } else {
+                tokio::time::sleep(wait).await;
+                early.ran(Instant::now());
+            }
         }
         let interval = match cycle(paths, &mut conn, &mut scanner, trigger).await {
             Ok(c) => {

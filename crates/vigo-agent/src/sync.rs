@@ -190,9 +190,63 @@ pub fn update_status(paths: &AgentPaths, f: impl FnOnce(&mut SyncStatus)) {
     }
 }
 
+/// How long changes to the incoming transfers may wait before they are written.
+const STATUS_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The incoming transfers `vigo status` shows, kept in memory and written to the
+/// status file by one flusher at most every [`STATUS_FLUSH`]: a thousand orders or
+/// finished transfers cost a few writes, not a thousand rewrites of a growing file
+/// (which would stall the daemon behind the status lock).
+#[derive(Clone, Default)]
+struct IncomingBook {
+    map: Arc<Mutex<BTreeMap<String, Incoming>>>,
+    dirty: Arc<Notify>,
+    flusher: Arc<std::sync::OnceLock<()>>,
+}
+
+impl IncomingBook {
+    fn load(paths: &AgentPaths) -> Self {
+        let book = Self::default();
+        *book.lock() = load_status(paths).incoming;
+        book
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Incoming>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes the book; the flusher writes it soon after.
+    fn edit(&self, f: impl FnOnce(&mut BTreeMap<String, Incoming>)) {
+        f(&mut self.lock());
+        self.dirty.notify_one();
+    }
+
+    /// Writes the book into the status record now.
+    fn flush(&self, paths: &AgentPaths) {
+        let snapshot = self.lock().clone();
+        update_status(paths, |s| s.incoming = snapshot);
+    }
+
+    /// Starts the flusher (once, on the running runtime).
+    fn start_flusher(&self, paths: &AgentPaths) {
+        self.flusher.get_or_init(|| {
+            let (book, paths) = (self.clone(), paths.clone());
+            tokio::spawn(async move {
+                loop {
+                    book.dirty.notified().await;
+                    tokio::time::sleep(STATUS_FLUSH).await;
+                    let (book, paths) = (book.clone(), paths.clone());
+                    let _ = tokio::task::spawn_blocking(move || book.flush(&paths)).await;
+                }
+            });
+        });
+    }
+}
+
 /// The envoy's side of the swarm: its peer server (serving what the server orders
 /// it to serve) and the fetcher for what it is ordered to receive.
 pub struct Swarm {
+    incoming: IncomingBook,
     paths: AgentPaths,
     /// The server's certificate revocation list, refused by the peer server (at the
     /// handshake and at every request) and by the fetcher.
@@ -220,6 +274,7 @@ impl Swarm {
         let accounts: Arc<dyn vigo_swarm::accounts::Accounts> = Arc::new(PasswdFile::system());
         let fetcher = Fetcher::new(creds.name.clone(), creds.server_key, tls, accounts, cache);
         Ok(Self {
+            incoming: IncomingBook::load(paths),
             paths: paths.clone(),
             revoked,
             fetcher: Arc::new(fetcher),
@@ -266,6 +321,7 @@ impl Swarm {
     /// wakes the daemon so the next check-in reports the file.
     pub fn dispatch(&self, orders: Vec<SignedOrder>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
+        self.incoming.start_flusher(&self.paths);
         for signed in orders {
             // Read unverified only to de-duplicate and to show; the fetcher verifies.
             let Ok(order) = serde_json::from_slice::<TransferOrder>(&signed.payload) else {
@@ -276,27 +332,27 @@ impl Swarm {
             if !self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone()) {
                 continue;
             }
-            update_status(&self.paths, |s| {
-                let attempts = s.incoming.get(&key).map_or(0, |i| i.attempts) + 1;
-                s.incoming.insert(key.clone(), Incoming::fetching(&order, attempts));
+            self.incoming.edit(|incoming| {
+                let attempts = incoming.get(&key).map_or(0, |i| i.attempts) + 1;
+                incoming.insert(key.clone(), Incoming::fetching(&order, attempts));
             });
-            let (fetcher, in_flight, wake, paths) =
-                (self.fetcher.clone(), self.in_flight.clone(), self.wake.clone(), self.paths.clone());
+            let (fetcher, in_flight, wake, book) =
+                (self.fetcher.clone(), self.in_flight.clone(), self.wake.clone(), self.incoming.clone());
             handles.push(tokio::spawn(async move {
                 let result = fetcher.fetch(&signed).await;
                 in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
                 match result {
                     Ok(outcome) => {
                         log_outcome(&order, &outcome);
-                        update_status(&paths, |s| {
-                            s.incoming.remove(&key);
+                        book.edit(|incoming| {
+                            incoming.remove(&key);
                         });
                         wake.notify_one();
                     }
                     Err(e) => {
                         tracing::warn!(order = %order.id, user = %order.user, name = %order.name, source = %order.source, error = %e, "vigosync transfer failed");
-                        update_status(&paths, |s| {
-                            if let Some(i) = s.incoming.get_mut(&key) {
+                        book.edit(|incoming| {
+                            if let Some(i) = incoming.get_mut(&key) {
                                 i.state = "failed".into();
                                 i.error = Some(e.to_string());
                                 i.updated_at = crate::checkin::now();
@@ -330,8 +386,10 @@ impl Swarm {
         update_status(&self.paths, |s| s.outgoing = active);
     }
 
-    /// Stops the peer server (running transfers get a grace period).
+    /// Stops the peer server (running transfers get a grace period) and writes the
+    /// incoming transfers as they stand.
     pub async fn shutdown(self) {
+        self.incoming.flush(&self.paths);
         if let Some((peer, _)) = self.peer
             && let Err(e) = peer.shutdown().await
         {

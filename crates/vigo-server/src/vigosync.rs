@@ -687,7 +687,8 @@ impl Vigosync {
     fn orders_for(&self, state: &mut State, target: &str, now: i64) -> Vec<SignedOrder> {
         let Some(pending) = state.pending.get_mut(target) else { return Vec::new() };
         let mut orders = Vec::new();
-        for p in pending.values_mut().take(MAX_ORDERS_PER_CHECKIN) {
+        for key in fair_share(pending.keys(), MAX_ORDERS_PER_CHECKIN) {
+            let Some(p) = pending.get_mut(&key) else { continue };
             let source = &p.delivery.source;
             let (Some(source_cert), Some(target_cert)) =
                 (self.certs.certificate(source), self.certs.certificate(target))
@@ -718,6 +719,28 @@ impl Vigosync {
         // could panic, so a poisoned lock still guards usable data.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// At most `limit` of the (user, name) keys, taken from each user in turn, so one
+/// user with thousands of pending files never holds back another user's one file:
+/// every check-in's orders cover every user with something pending.
+fn fair_share<'a>(keys: impl Iterator<Item = &'a (String, String)>, limit: usize) -> Vec<(String, String)> {
+    let mut by_user: BTreeMap<&str, Vec<&(String, String)>> = BTreeMap::new();
+    for key in keys {
+        by_user.entry(key.0.as_str()).or_default().push(key);
+    }
+    let mut queues: Vec<std::vec::IntoIter<&(String, String)>> = by_user.into_values().map(Vec::into_iter).collect();
+    let mut chosen = Vec::new();
+    while chosen.len() < limit && !queues.is_empty() {
+        queues.retain_mut(|queue| match queue.next() {
+            Some(key) if chosen.len() < limit => {
+                chosen.push(key.clone());
+                true
+            }
+            _ => false,
+        });
+    }
+    chosen
 }
 
 /// Users whose deliveries to `target` wait on a source that stopped checking in.
@@ -1385,6 +1408,21 @@ mod tests {
         assert!(sync.check_in("h2", None, ip(2), 1, 100).orders.is_empty());
         // A new incarnation of h2 gets it.
         assert_eq!(sync.check_in("h2", None, ip(2), 2, 101).orders.len(), 1);
+    }
+
+    /// Each check-in's orders take files from every user in turn.
+    #[test]
+    fn orders_are_shared_fairly_between_users() {
+        let keys: Vec<(String, String)> = (0..10)
+            .map(|i| ("alice".to_string(), format!("a{i}")))
+            .chain([("bob".to_string(), "plan".to_string())])
+            .chain((0..3).map(|i| ("carol".to_string(), format!("c{i}"))))
+            .collect();
+        let chosen = fair_share(keys.iter(), 5);
+        let names: Vec<&str> = chosen.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["a0", "plan", "c0", "a1", "c1"]);
+        assert_eq!(fair_share(keys.iter(), 100).len(), keys.len());
+        assert!(fair_share(keys.iter(), 0).is_empty());
     }
 
     // ---- what one envoy's report can do ----

@@ -14,6 +14,10 @@ use vigo_testkit::{Host, Process, wait_for};
 /// How long a file may take to reach another envoy here (a check-in cycle is 15 s;
 /// the watch and the server's push make it much faster, but tests never time it).
 const LANDS: Duration = Duration::from_secs(30);
+/// The same while another user's flood keeps both daemons busy: early check-ins are
+/// spaced out (each still checks in once an interval) and the receiver works through
+/// a thousand other orders, taking turns between users.
+const FLOODED_LANDS: Duration = Duration::from_secs(300);
 
 struct Sync {
     w: World,
@@ -288,4 +292,68 @@ fn swapping_the_directory_for_a_symlink_mid_transfer_redirects_nothing() {
     }
     let status = s.status("h2");
     assert!(status["vigosync"]["users"]["alice"]["problem"].is_string(), "the symlinked dir is reported: {status}");
+}
+
+/// A user who floods her `~/vigosync` (45,000 empty files with 250-byte names) only
+/// shortens her own report: the machine keeps checking in, another user's file on it
+/// still syncs, and the overflow shows on the envoy and on the server. Revoking an
+/// envoy reaches the others: each learns the revoked certificate at its next
+/// check-in and keeps it, for its swarm port to refuse.
+#[test]
+fn a_flooded_directory_cuts_nobody_off_and_revocations_reach_every_envoy() {
+    let s = Sync::new("vsync-flood");
+    let dir = s.host("h1").path("/home/alice/vigosync");
+    let uid = Sync::uid("h1", "alice");
+    for i in 0..45_000 {
+        let path = dir.join(format!("{i:05}{}", "x".repeat(245)));
+        std::fs::File::create(&path).expect("flood file");
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).expect("chown");
+    }
+    s.put("h1", "bob", "plan.txt", b"bob's plan\n", T0);
+    // The flood keeps both daemons busy; bob's one file still gets its turn.
+    if wait_for("bob's file on h3 despite the flood", FLOODED_LANDS, || {
+        s.read("h3", "bob", "plan.txt").as_deref() == Some(&b"bob's plan\n"[..])
+    })
+    .is_err()
+    {
+        let st = s.status("h3");
+        let bob: Vec<String> = st["vigosync"]["incoming"]
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| k.starts_with("bob")).map(|(k, v)| format!("{k} {v}")).collect())
+            .unwrap_or_default();
+        panic!(
+            "bob/plan.txt never reached h3 (last check-in {}, {} incoming, bob's: {bob:?})\n{}",
+            st["last_checkin"],
+            st["vigosync"]["incoming"].as_object().map_or(0, |m| m.len()),
+            s.logs()
+        );
+    }
+    let overflow = || s.status("h1")["vigosync"]["users"]["alice"]["overflow"]["files"].as_u64().unwrap_or(0);
+    if wait_for("alice's overflow on h1", LANDS, || overflow() > 0).is_err() {
+        panic!("no overflow reported: {}\n{}", s.status("h1"), s.logs());
+    }
+    let on_server = || -> serde_json::Value {
+        serde_json::from_str(&s.w.cli_ok(&["swarm", "sync", "status", "--json"])).expect("json")
+    };
+    let listed = |v: &serde_json::Value| {
+        v["overflow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["envoy"] == "h1" && o["user"] == "alice" && o["left_out"]["files"].as_u64().unwrap_or(0) > 0)
+    };
+    if wait_for("alice's overflow on the server", LANDS, || listed(&on_server())).is_err() {
+        panic!("the server shows no overflow: {}", on_server());
+    }
+
+    let show: serde_json::Value = serde_json::from_str(&s.w.cli_ok(&["envoys", "show", "h3", "--json"])).expect("json");
+    let fingerprint = show["cert_fingerprint"].as_str().expect("fingerprint").to_string();
+    s.w.cli_ok(&["envoys", "revoke", "h3"]);
+    for host in ["h1", "h2"] {
+        let kept = s.host(host).path("/var/lib/vigo/revoked.json");
+        let knows = || std::fs::read_to_string(&kept).is_ok_and(|t| t.contains(&fingerprint));
+        if wait_for(&format!("{host} learns h3's revocation"), LANDS, knows).is_err() {
+            panic!("{host} never learned the revocation\n{}", s.logs());
+        }
+    }
 }

@@ -23,7 +23,9 @@
 //! A receiver never fills its disk: a transfer starts only while the file system
 //! keeps [`MIN_FREE_BYTES`] or [`MIN_FREE_PERCENT`] free (the larger) after every
 //! running transfer completes, and at most [`MAX_CONCURRENT_FETCHES`] transfers run
-//! at once; the others wait their turn.
+//! at once, at most [`MAX_FETCHES_PER_USER`] of them for one user; the others wait
+//! their turn (so a user with thousands of files to receive never holds back another
+//! user's one).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -74,6 +76,8 @@ pub const MIN_FREE_BYTES: u64 = 1 << 30;
 pub const MIN_FREE_PERCENT: u64 = 5;
 /// Transfers one receiver runs at once; more orders wait for a slot.
 pub const MAX_CONCURRENT_FETCHES: usize = 4;
+/// Of those, transfers for one user: the rest stay free for the others.
+pub const MAX_FETCHES_PER_USER: usize = 2;
 /// Attempts to take the name when it keeps changing under the receiver.
 const REPLACE_ATTEMPTS: u32 = 3;
 
@@ -178,6 +182,8 @@ pub struct Fetcher {
     in_flight: Arc<Mutex<HashSet<(u32, String)>>>,
     /// One permit per running transfer.
     slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per running or starting transfer of each user (taken before `slots`).
+    user_slots: Arc<Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
     headroom: Headroom,
     /// Bytes the running transfers have yet to write, counted against the free space.
     reserved: Arc<Mutex<u64>>,
@@ -205,6 +211,7 @@ impl Fetcher {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             in_flight: Arc::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            user_slots: Arc::default(),
             headroom: Headroom::default(),
             reserved: Arc::default(),
             replace_hook: None,
@@ -246,6 +253,17 @@ impl Fetcher {
     pub async fn fetch(&self, signed: &SignedOrder) -> Result<FetchOutcome, FetchError> {
         let order = signed.verify(&self.server_key, now_unix())?;
         let source_addr = Self::check_order(&self.me, &order)?;
+        let user_slots = {
+            let mut users = self.user_slots.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forget users with nothing running or waiting (only the map holds theirs).
+            users.retain(|_, slots| Arc::strong_count(slots) > 1);
+            Arc::clone(
+                users
+                    .entry(order.user.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES_PER_USER))),
+            )
+        };
+        let _user_slot = user_slots.acquire().await.map_err(|e| FetchError::Task(e.to_string()))?;
         let _slot = self.slots.acquire().await.map_err(|e| FetchError::Task(e.to_string()))?;
 
         let accounts = Arc::clone(&self.accounts);
