@@ -30,8 +30,9 @@ const DEBOUNCE: Duration = Duration::from_millis(25);
 /// The gap enforced after an early check-in that followed another closely; it doubles
 /// with each further one, up to [`EARLY_GAP_MAX`], and resets after a quiet spell.
 const EARLY_GAP_MIN: Duration = Duration::from_millis(500);
-/// The longest gap between early check-ins while they keep coming.
-const EARLY_GAP_MAX: Duration = Duration::from_secs(30);
+/// The longest gap between early check-ins while they keep coming: a write loop costs
+/// one check-in in this time, and a change elsewhere in the meantime waits no longer.
+const EARLY_GAP_MAX: Duration = Duration::from_secs(5);
 
 /// Spaces out early check-ins: the first after a quiet spell goes at once (after the
 /// debounce); while wake-ups keep coming (a program rewriting a file in `~/vigosync`
@@ -222,9 +223,9 @@ mod tests {
             backoff.ran(now);
             now += Duration::from_millis(10);
         }
-        // 600 s at the 30 s cap is 20, plus the ramp-up; unbounded would be ~24,000.
-        assert!(check_ins <= 30, "{check_ins} early check-ins in ten minutes");
-        assert!(check_ins >= 20, "still checks in while changes keep coming: {check_ins}");
+        // 600 s at the 5 s cap is 120, plus the ramp-up; unbounded would be ~24,000.
+        assert!(check_ins <= 130, "{check_ins} early check-ins in ten minutes");
+        assert!(check_ins >= 115, "still checks in while changes keep coming: {check_ins}");
         // A quiet minute later, a change is reported at once again.
         now += Duration::from_secs(61);
         assert_eq!(backoff.delay(now), DEBOUNCE);

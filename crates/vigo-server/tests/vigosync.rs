@@ -357,3 +357,29 @@ fn a_flooded_directory_cuts_nobody_off_and_revocations_reach_every_envoy() {
         }
     }
 }
+
+/// Root on h1 (standing in for a compromised envoy) announces alice's file with a
+/// modification time in the year 2100, an empty file meant to wipe her copies. The
+/// server counts that version as no later than when it first saw it (plus the skew
+/// allowance): the receivers get that time, not 2100, and alice's next edit on h2
+/// (stamped past the allowance, as an edit made after it would be) wins on every
+/// honest envoy. (h1 itself keeps comparing with its own file's raw time.)
+#[test]
+fn a_far_future_mtime_from_one_envoy_does_not_outlive_a_later_edit() {
+    const YEAR_2100_NS: i64 = 4_102_444_800_000_000_000;
+    let s = Sync::new("vsync-future");
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let skew = vigo_server::vigosync::MTIME_SKEW_SECS;
+    s.put("h2", "alice", "plan.txt", b"alice's real plan\n", T0);
+    s.wait_content("h1", "alice", "plan.txt", b"alice's real plan\n");
+    s.put("h1", "alice", "plan.txt", b"", YEAR_2100_NS);
+    s.wait_content("h2", "alice", "plan.txt", b"");
+    let landed = mtime_ns(&std::fs::symlink_metadata(s.path("h2", "alice", "plan.txt")).expect("meta"));
+    assert!(landed <= (now() + skew + 5) * 1_000_000_000, "the year 2100 reached h2: {landed}");
+    // Seconds later (the server keeps first-seen times in seconds), alice edits on h2.
+    std::thread::sleep(Duration::from_secs(2));
+    s.put("h2", "alice", "plan.txt", b"alice's plan, again\n", (now() + skew + 60) * 1_000_000_000);
+    s.wait_content("h3", "alice", "plan.txt", b"alice's plan, again\n");
+    let view = s.w.cli_ok(&["swarm", "sync", "status", "--user", "alice", "--json"]);
+    assert!(!view.contains(&YEAR_2100_NS.to_string()), "the forged time is nowhere in the server's view: {view}");
+}
