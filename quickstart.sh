@@ -49,7 +49,9 @@ export VIGO_CA="$Q/server/ca/ca.pem"
 export VIGO_TOKEN_FILE="$Q/server/admin.token"
 CLI=("$BIN/vigocli" --server "$VIGO_SERVER" --ca "$VIGO_CA" --token-file "$VIGO_TOKEN_FILE")
 
-NAME=$(hostname | tr 'A-Z' 'a-z')
+# The server's certificate carries this machine's host name, and no envoy may enroll
+# under a name of the server's: the agent here gets a name of its own.
+NAME="$(hostname | tr 'A-Z' 'a-z')-agent"
 TOKEN=$("${CLI[@]}" token create --hosts "$NAME" --ttl 1h --json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 
 echo "==> enrolling this machine as $NAME"
