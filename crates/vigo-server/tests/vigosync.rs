@@ -383,3 +383,108 @@ fn a_far_future_mtime_from_one_envoy_does_not_outlive_a_later_edit() {
     let view = s.w.cli_ok(&["swarm", "sync", "status", "--user", "alice", "--json"]);
     assert!(!view.contains(&YEAR_2100_NS.to_string()), "the forged time is nowhere in the server's view: {view}");
 }
+
+/// Environment variable that makes [`revoked_envoy_attacker`] act: the signed order
+/// (JSON) a compromised h3 holds.
+const ATTACK_ORDER: &str = "VIGO_TEST_ATTACK_ORDER";
+
+/// The compromised envoy's side, run inside h3 (re-executing this test binary there):
+/// with h3's own key and certificate and an order it already holds, it fetches from
+/// the source as the agent's fetcher would, ignoring any revocation itself, and prints
+/// the outcome. In a normal test run (no order given) it does nothing.
+#[test]
+fn revoked_envoy_attacker() {
+    let Ok(order) = std::env::var(ATTACK_ORDER) else { return };
+    let signed: vigo_swarm::order::SignedOrder = serde_json::from_str(&order).expect("order");
+    let paths = vigo_agent::paths::AgentPaths::from_env();
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let key = vigo_pki::EnvoyTlsKey::load(&paths.tls_key()).expect("key").private_key_pem();
+    let tls =
+        vigo_swarm::tls::client_tls(&read(paths.ca()), &read(paths.tls_cert()), &key, vigo_pki::RevocationList::new())
+            .expect("tls");
+    let server_key = vigo_pki::PublicKey::from_b64(read(paths.bundle_pub()).trim()).expect("bundle key");
+    let accounts = std::sync::Arc::new(vigo_swarm::accounts::PasswdFile::system());
+    let fetcher = vigo_swarm::fetch::Fetcher::new("h3", server_key, tls, accounts, vigo_swarm::hash::HashCache::new());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match runtime.block_on(fetcher.fetch(&signed)) {
+        Ok(outcome) => println!("ATTACK-RESULT fetched {outcome:?}"),
+        Err(e) => println!("ATTACK-RESULT refused {e}"),
+    }
+}
+
+/// Item: a revoked envoy keeps fetching with the orders it already holds. h3's
+/// daemon is stopped (so only the attacker fetches there); an order for alice's file,
+/// signed with the server's key and naming h3's certificate, works while h3 is
+/// enrolled. Once h3 is revoked and h1 has learned it, the same order, with the same
+/// key and certificate, gets nothing.
+#[test]
+fn a_revoked_envoy_cannot_fetch_with_an_order_it_holds() {
+    let mut s = Sync::new("vsync-revoked");
+    let at = s.hosts.iter().position(|(h, _)| h.name() == "h3").expect("h3");
+    let (h3, daemon) = s.hosts.remove(at);
+    daemon.kill().expect("stop h3's daemon");
+    s.put("h1", "alice", "plan.txt", b"alice's plan\n", T0);
+    s.wait_content("h2", "alice", "plan.txt", b"alice's plan\n");
+
+    let fingerprint = |envoy: &str| -> String {
+        let show: serde_json::Value =
+            serde_json::from_str(&s.w.cli_ok(&["envoys", "show", envoy, "--json"])).expect("json");
+        show["cert_fingerprint"].as_str().expect("fingerprint").to_string()
+    };
+    let state = vigo_server::state_dir::StateDir::new(s.w.server.path(common::STATE_DIR));
+    let key = vigo_pki::SigningKey::load(&state.bundle_key()).expect("the server's bundle key");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let content = b"alice's plan\n";
+    let order = vigo_swarm::order::TransferOrder {
+        id: "held-by-h3".into(),
+        kind: "vigosync".into(),
+        user: "alice".into(),
+        name: "plan.txt".into(),
+        sha256: vigo_pki::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(content)),
+        size: content.len() as u64,
+        mtime: T0,
+        source: "h1".into(),
+        source_addr: s.host("h1").addr(vigo_swarm::SWARM_PORT).to_string(),
+        target: "h3".into(),
+        source_cert: fingerprint("h1"),
+        target_cert: fingerprint("h3"),
+        expires_at: now + 600,
+    };
+    let signed = serde_json::to_string(&vigo_swarm::order::SignedOrder::sign(&order, &key)).expect("json");
+    let attack = || -> String {
+        let exe = std::env::current_exe().expect("test exe");
+        let mut cmd = h3.command(exe, ["revoked_envoy_attacker", "--exact", "--nocapture"]);
+        cmd.env(ATTACK_ORDER, &signed);
+        let out = h3.output(cmd, Duration::from_secs(60)).expect("attacker");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ATTACK-RESULT "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no result from the attacker: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let landed = h3.path("/home/alice/vigosync/plan.txt");
+
+    // Control: while h3 is enrolled, the order works.
+    let result = attack();
+    assert!(result.starts_with("fetched"), "{result}");
+    assert_eq!(std::fs::read(&landed).expect("fetched"), content);
+    std::fs::remove_file(&landed).expect("remove the control copy");
+
+    let h3_fingerprint = fingerprint("h3");
+    s.w.cli_ok(&["envoys", "revoke", "h3"]);
+    let kept = s.host("h1").path("/var/lib/vigo/revoked.json");
+    let knows = || std::fs::read_to_string(&kept).is_ok_and(|t| t.contains(&h3_fingerprint));
+    if wait_for("h1 learns h3's revocation", LANDS, knows).is_err() {
+        panic!("h1 never learned the revocation\n{}", s.logs());
+    }
+    let result = attack();
+    assert!(result.starts_with("refused"), "a revoked envoy fetched with its held order: {result}");
+    // …because h1 refused h3's certificate as revoked, at the handshake.
+    let logs = s.logs();
+    let peer = format!("peer={}:", h3.ip());
+    assert!(
+        logs.lines().any(|l| l.contains(&peer) && l.contains("invalid peer certificate: Revoked")),
+        "h1 did not refuse h3 as revoked: {result}\n{logs}"
+    );
+    assert!(std::fs::symlink_metadata(&landed).is_err(), "nothing landed on the revoked envoy");
+}
