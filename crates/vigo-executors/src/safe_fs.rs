@@ -79,6 +79,20 @@ pub struct Meta {
     pub mtime_nsec: i64,
 }
 
+/// Whether a directory with this owner and mode is one only root can change: owned
+/// by root, writable by neither group nor others (a sticky shared directory such as
+/// `/tmp` does not qualify). Only there are root's links and entries root's doing.
+pub fn root_only(uid: u32, mode: u32) -> bool {
+    uid == 0 && mode & 0o022 == 0
+}
+
+impl Meta {
+    /// [`root_only`] for this directory.
+    pub fn is_root_only(&self) -> bool {
+        root_only(self.uid, self.mode)
+    }
+}
+
 impl Meta {
     fn from_stat(st: &FileStat) -> Self {
         let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
@@ -176,7 +190,7 @@ pub fn walk_dir(path: &Path) -> Result<(OwnedFd, PathBuf)> {
                     return Err(SafeFsError::Sys { path: here, errno: Errno::ENOTDIR });
                 }
                 let holder = fstat(&fd).map_err(sys(&resolved))?;
-                if holder.st_uid != 0 || holder.st_mode & 0o022 != 0 {
+                if !root_only(holder.st_uid, holder.st_mode) {
                     return Err(SafeFsError::UntrustedLink { link: here, link_uid: meta.uid, dir_uid: holder.st_uid });
                 }
                 hops += 1;

@@ -210,7 +210,7 @@ fn refuse_foreign_hard_link(dir: &OwnedFd, meta: &Meta, path: &Path) -> Result<(
         return Ok(());
     }
     let holder = safe_fs::meta_of(dir, path)?;
-    if holder.uid == 0 && holder.mode & 0o022 == 0 {
+    if holder.is_root_only() {
         return Ok(());
     }
     Err(ExecError::failed(format!(
@@ -333,7 +333,7 @@ fn follow_links(path: &Path) -> Result<PathBuf, ExecError> {
         match safe_fs::stat_at(&dir, &name, &here)? {
             Some(meta) if meta.kind == Kind::Symlink => {
                 let holder = safe_fs::meta_of(&dir, &resolved)?;
-                if holder.uid != 0 || holder.mode & 0o022 != 0 {
+                if !holder.is_root_only() {
                     return Err(
                         SafeFsError::UntrustedLink { link: here, link_uid: meta.uid, dir_uid: holder.uid }.into()
                     );

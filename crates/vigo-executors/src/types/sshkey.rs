@@ -313,7 +313,7 @@ fn check_file_owner(dir: &OwnedFd, meta: &Meta, shown: &Path, user: &User) -> Re
         return Ok(());
     }
     let holder = safe_fs::meta_of(dir, shown)?;
-    let roots_dir = holder.uid == 0 && holder.mode & 0o022 == 0;
+    let roots_dir = holder.is_root_only();
     if meta.uid == 0 && roots_dir {
         return Ok(());
     }
