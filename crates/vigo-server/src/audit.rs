@@ -62,9 +62,9 @@ pub fn sign_event(key: &SigningKey, hash: &str) -> String {
     vigo_pki::sign_detached(key, SIGNATURE_CONTEXT, hash.as_bytes())
 }
 
-fn signature_valid(key: &PublicKey, row: &AuditRow) -> bool {
-    !row.signature.is_empty()
-        && vigo_pki::verify_detached(key, SIGNATURE_CONTEXT, row.hash.as_bytes(), &row.signature).is_ok()
+/// Whether `signature` is `key`'s over an event hash.
+fn signature_valid(key: &PublicKey, hash: &str, signature: &str) -> bool {
+    !signature.is_empty() && vigo_pki::verify_detached(key, SIGNATURE_CONTEXT, hash.as_bytes(), signature).is_ok()
 }
 
 /// How the chain is broken.
@@ -133,7 +133,7 @@ pub fn verify_chain(rows: &[AuditRow], head: Option<&Head>, key: Option<&PublicK
                 (1..=last).any(|seq| seq != row.seq && event_hash(&AuditRow { seq, ..row.clone() }) == row.hash);
             return Err(Break::new(expected, if moved { BreakKind::Reordered } else { BreakKind::Edited }));
         }
-        if key.is_some_and(|key| !signature_valid(key, row)) {
+        if key.is_some_and(|key| !signature_valid(key, &row.hash, &row.signature)) {
             return Err(Break::new(expected, BreakKind::Forged));
         }
         if row.prev_hash != prev {
@@ -204,18 +204,7 @@ impl AuditKey {
         };
         let head: SignedHead = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: not an audit head: {e}", self.head_file.display()))?;
-        let row = AuditRow {
-            seq: head.seq,
-            at: 0,
-            actor: String::new(),
-            action: String::new(),
-            subject: String::new(),
-            detail: String::new(),
-            prev_hash: String::new(),
-            hash: head.hash.clone(),
-            signature: head.signature,
-        };
-        if !signature_valid(&self.public_key(), &row) {
+        if !signature_valid(&self.public_key(), &head.hash, &head.signature) {
             anyhow::bail!("{}: the audit head is not signed by this server's audit key", self.head_file.display());
         }
         Ok(Some(Head { seq: head.seq, hash: head.hash }))
